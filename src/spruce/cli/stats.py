@@ -1,0 +1,22 @@
+"""``spruce stats``: record counts per namespace."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from spruce.cli.common import client, console, parse_json_option
+
+
+def stats(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Index name."),
+    filter: str = typer.Option(None, "--filter", help="Count only records matching this metadata filter (JSON)."),
+) -> None:
+    """Show an index's record counts per namespace."""
+    s = client(ctx).Index(name).describe_index_stats(filter=parse_json_option(filter, "--filter"))
+    table = Table("namespace", "records", title=f"{name}: {s.dimension or 'sparse'} {s.metric}")
+    for ns, summary in s.namespaces.items():
+        table.add_row(ns or "__default__", f"{summary.vector_count:,}")
+    table.add_row("[bold]total[/]", f"[bold]{s.total_vector_count:,}[/]")
+    console.print(table)

@@ -1,0 +1,175 @@
+"""The Python API, shaped like the official pinecone SDK.
+
+``spruce.Client(data_dir=...)`` works on an embedded data folder (the default);
+code written for ``pinecone.Pinecone`` moves over by changing the import.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from spruce import models
+from spruce.engine import Engine
+from spruce.engine.index import Index as EngineIndex
+from spruce.records import IndexConfig
+
+
+def index_model(cfg: IndexConfig, host: str) -> models.IndexModel:
+    return models.IndexModel(
+        name=cfg.name,
+        dimension=cfg.dimension,
+        metric=cfg.metric,
+        host=host,
+        spec=cfg.spec,
+        status=models.IndexStatus(ready=True, state="Ready"),
+        vector_type=cfg.vector_type,
+        deletion_protection=cfg.deletion_protection,
+        tags=cfg.tags or None,
+    )
+
+
+class Client:
+    """Entry point: manages indexes in a data folder (embedded mode)."""
+
+    def __init__(self, data_dir: str | os.PathLike[str] | None = None) -> None:
+        self._engine = Engine.open(data_dir)
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def _model(self, cfg: IndexConfig) -> models.IndexModel:
+        return index_model(cfg, f"embedded://{cfg.name}")
+
+    def create_index(self, name: str, dimension: int | None = None, metric: str | None = None,
+                     spec: Mapping[str, Any] | Any = None, vector_type: str | None = None,
+                     deletion_protection: str | None = None,
+                     tags: Mapping[str, str] | None = None, **_ignored: Any) -> models.IndexModel:
+        """Create an index; spec is accepted for SDK compatibility and recorded as given."""
+        spec_dict = _spec_dict(spec)
+        idx = self._engine.create_index(name, dimension=dimension, metric=metric, vector_type=vector_type,
+                                        spec=spec_dict, tags=dict(tags) if tags else None,
+                                        deletion_protection=deletion_protection)
+        return self._model(idx.config)
+
+    def describe_index(self, name: str) -> models.IndexModel:
+        return self._model(self._engine.describe_index(name))
+
+    def list_indexes(self) -> models.IndexList:
+        return models.IndexList(self._model(c) for c in self._engine.list_indexes())
+
+    def has_index(self, name: str) -> bool:
+        return self._engine.has_index(name)
+
+    def delete_index(self, name: str, timeout: int | None = None) -> None:
+        self._engine.delete_index(name)
+
+    def configure_index(self, name: str, deletion_protection: str | None = None,
+                        tags: Mapping[str, str] | None = None, **_ignored: Any) -> models.IndexModel:
+        return self._model(self._engine.configure_index(name, deletion_protection=deletion_protection,
+                                                        tags=dict(tags) if tags else None))
+
+    def Index(self, name: str | None = None, host: str | None = None) -> Index:  # noqa: N802 - SDK name
+        if name is None and host and host.startswith("embedded://"):
+            name = host.removeprefix("embedded://")
+        if not name:
+            raise TypeError("Index() needs a name")
+        return Index(self, self._engine.index(name))
+
+
+def _spec_dict(spec: Any) -> dict[str, Any] | None:
+    if spec is None:
+        return None
+    if isinstance(spec, Mapping):
+        return dict(spec)
+    if hasattr(spec, "to_dict"):
+        return spec.to_dict()
+    cloud, region = getattr(spec, "cloud", None), getattr(spec, "region", None)
+    if cloud is not None:
+        return {"serverless": {"cloud": str(getattr(cloud, "value", cloud)),
+                               "region": str(region)}}
+    return None
+
+
+class Index:
+    """One index's data operations, with the pinecone SDK's argument names and results."""
+
+    def __init__(self, client: Client, index: EngineIndex) -> None:
+        self._client = client
+        self._index = index
+
+    @property
+    def name(self) -> str:
+        return self._index.name
+
+    def upsert(self, vectors: Iterable[Any], namespace: str | None = None, batch_size: int | None = None,
+               show_progress: bool = False, **_ignored: Any) -> models.UpsertResponse:
+        """Upsert records; each call (or each batch_size chunk) is atomic."""
+        vectors = list(vectors)
+        if not batch_size:
+            return self._index.upsert(vectors, namespace=namespace)
+        total = 0
+        for start in range(0, len(vectors), batch_size):
+            total += self._index.upsert(vectors[start:start + batch_size], namespace=namespace).upserted_count
+        return models.UpsertResponse(upserted_count=total)
+
+    def query(self, *, top_k: int = 10, vector: Sequence[float] | None = None, id: str | None = None,
+              namespace: str | None = None, filter: Mapping[str, Any] | None = None,
+              include_values: bool = False, include_metadata: bool = False,
+              sparse_vector: Any = None, **_ignored: Any) -> models.QueryResponse:
+        return self._index.query(top_k=top_k, vector=vector, id=id, namespace=namespace, filter=filter,
+                                 include_values=include_values, include_metadata=include_metadata,
+                                 sparse_vector=sparse_vector)
+
+    def fetch(self, ids: Sequence[str], namespace: str | None = None, **_ignored: Any) -> models.FetchResponse:
+        return self._index.fetch(ids, namespace=namespace)
+
+    def update(self, id: str, values: Sequence[float] | None = None,
+               set_metadata: Mapping[str, Any] | None = None, namespace: str | None = None,
+               sparse_values: Any = None, **_ignored: Any) -> models.UpdateResponse:
+        return self._index.update(id, values=values, set_metadata=set_metadata, namespace=namespace,
+                                  sparse_values=sparse_values)
+
+    def delete(self, ids: Sequence[str] | None = None, delete_all: bool | None = None,
+               namespace: str | None = None, filter: Mapping[str, Any] | None = None,
+               **_ignored: Any) -> dict[str, Any]:
+        return self._index.delete(ids=ids, delete_all=delete_all, namespace=namespace, filter=filter)
+
+    def list_paginated(self, prefix: str | None = None, limit: int | None = None,
+                       pagination_token: str | None = None, namespace: str | None = None,
+                       **_ignored: Any) -> models.ListResponse:
+        return self._index.list_paginated(prefix=prefix, limit=limit, pagination_token=pagination_token,
+                                          namespace=namespace)
+
+    def list(self, prefix: str | None = None, limit: int | None = None,
+             pagination_token: str | None = None, namespace: str | None = None,
+             **_ignored: Any) -> Iterator[list[str]]:
+        return self._index.list(prefix=prefix, limit=limit, pagination_token=pagination_token,
+                                namespace=namespace)
+
+    def describe_index_stats(self, filter: Mapping[str, Any] | None = None,
+                             **_ignored: Any) -> models.DescribeIndexStatsResponse:
+        return self._index.describe_index_stats(filter=filter)
+
+    def list_namespaces_paginated(self, prefix: str | None = None, limit: int | None = None,
+                                  pagination_token: str | None = None) -> models.ListNamespacesResponse:
+        return self._index.list_namespaces(prefix=prefix, limit=limit, pagination_token=pagination_token)
+
+    def list_namespaces(self, prefix: str | None = None, limit: int | None = None) -> Iterator[
+            models.NamespaceDescription]:
+        token = None
+        while True:
+            page = self._index.list_namespaces(prefix=prefix, limit=limit, pagination_token=token)
+            yield from page.namespaces
+            if page.pagination is None:
+                return
+            token = page.pagination.next
+
+    def describe_namespace(self, namespace: str) -> models.NamespaceDescription:
+        return self._index.describe_namespace(namespace)
+
+    def delete_namespace(self, namespace: str) -> dict[str, Any]:
+        self._index.delete_namespace(namespace)
+        return {}

@@ -1,0 +1,586 @@
+"""One index: SQLite for durability and snapshots, numpy matrices for search.
+
+Write path: the writer mutex serializes writers; each write is one SQLite
+transaction, and only after it commits is the in-memory state updated under
+the RW lock. So a query never sees an uncommitted write, and a write that
+returned is on disk.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import orjson
+
+from spruce import models
+from spruce.engine import store
+from spruce.engine.memory import NamespaceData
+from spruce.engine.rwlock import RWLock
+from spruce.errors import ConflictError, InvalidArgument, NotFound
+from spruce.filters import compile_filter
+from spruce.records import (
+    DEFAULT_NAMESPACE_ALIAS,
+    MAX_FETCH_IDS,
+    MAX_LIST_LIMIT,
+    MAX_TOP_K,
+    IndexConfig,
+    Record,
+    RecordBatch,
+    coerce_dense,
+    coerce_sparse,
+    normalize_namespace,
+    parse_records,
+    validate_batch,
+    validate_id,
+    validate_metadata,
+)
+
+ON_CONFLICT = ("overwrite", "skip", "fail")
+
+
+def _encode_token(last_id: str) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps({"after": last_id})).decode().rstrip("=")
+
+
+def _decode_token(token: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        return orjson.loads(raw)["after"]
+    except Exception:
+        raise InvalidArgument(f"invalid pagination token {token!r}") from None
+
+
+class Snapshot:
+    """A frozen read view of an index, backed by an open SQLite read transaction.
+
+    It sees exactly the committed state at the moment it was taken, however
+    long it lives and whatever other threads write meanwhile. Close it (or use
+    ``with``) to release the transaction.
+    """
+
+    def __init__(self, path: str, dimension_hint: int | None) -> None:
+        self._conn = store.connect(path)
+        self._conn.execute("BEGIN")
+        self.point = store.read_seq(self._conn)  # the first read pins the snapshot
+        row = self._conn.execute("SELECT value FROM config WHERE key = 'index'").fetchone()
+        self.config = IndexConfig.from_dict(orjson.loads(row[0]))
+        self._counts: dict[str, int] | None = None
+
+    def namespaces(self) -> dict[str, int]:
+        """Record count per namespace ("" is the default), in name order."""
+        if self._counts is None:
+            self._counts = store.namespace_counts(self._conn)
+        return dict(self._counts)
+
+    def iter_batches(self, namespace: str, *, batch_size: int = 1000,
+                     filter: Mapping[str, Any] | None = None) -> Iterator[RecordBatch]:
+        """Stream one namespace in id order, in bounded memory, optionally filtered."""
+        ns = normalize_namespace(namespace)
+        flt = compile_filter(filter)
+        for batch in store.iter_namespace(self._conn, ns, self.config.dimension, batch_size):
+            if flt.matches_all:
+                yield batch
+                continue
+            keep = np.flatnonzero(flt.mask(batch.metadata))
+            if keep.size == 0:
+                continue
+            yield RecordBatch(
+                ids=[batch.ids[i] for i in keep],
+                values=None if batch.values is None else batch.values[keep],
+                sparse=None if batch.sparse is None else [batch.sparse[i] for i in keep],
+                metadata=[batch.metadata[i] for i in keep],
+            )
+
+    def close(self) -> None:
+        try:
+            self._conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        self._conn.close()
+
+    def __enter__(self) -> Snapshot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Transaction:
+    """A multi-batch write applied atomically: an import commits one file at a time with it.
+
+    Markers are written in the same SQLite transaction as the data, so an
+    import's "file N done" record can never disagree with the data it covers.
+    """
+
+    def __init__(self, index: Index) -> None:
+        self._index = index
+        self._conn = index._conn
+        self.touched: set[str] = set()
+
+    def upsert(self, namespace: str, batch: RecordBatch, *, on_conflict: str = "overwrite") -> int:
+        return self._index._write_batch(self._conn, normalize_namespace(namespace), batch, on_conflict,
+                                        self.touched)
+
+    def set_marker(self, key: str, value: Any) -> None:
+        self._conn.execute("INSERT OR REPLACE INTO markers (key, value) VALUES (?, ?)",
+                           (key, orjson.dumps(value).decode()))
+
+
+class Index:
+    """An open index. Thread-safe: many readers, writers serialized."""
+
+    def __init__(self, path: str, *, durability: str = "process") -> None:
+        self.path = path
+        self._db = os.path.join(path, "index.db")
+        self._conn = store.connect(self._db, durability=durability)
+        self._write_mutex = threading.RLock()
+        self._rw = RWLock()
+        self._local = threading.local()
+        row = self._conn.execute("SELECT value FROM config WHERE key = 'index'").fetchone()
+        self._config = IndexConfig.from_dict(orjson.loads(row[0]))
+        self._ns: dict[str, NamespaceData] = {}
+        self._load_all()
+
+    # -- lifecycle ------------------------------------------------------------
+
+    @staticmethod
+    def initialize(path: str, config: IndexConfig) -> None:
+        conn = store.connect(os.path.join(path, "index.db"))
+        try:
+            conn.executescript(store.SCHEMA)
+            conn.execute("INSERT OR REPLACE INTO config (key, value) VALUES ('index', ?)",
+                         (orjson.dumps(config.to_dict()).decode(),))
+            conn.execute("INSERT OR REPLACE INTO config (key, value) VALUES ('seq', '0')")
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        with self._write_mutex:
+            self._conn.close()
+
+    @property
+    def config(self) -> IndexConfig:
+        return self._config
+
+    @property
+    def name(self) -> str:
+        return self._config.name
+
+    def configure(self, *, deletion_protection: str | None = None,
+                  tags: Mapping[str, str] | None = None) -> IndexConfig:
+        with self._write_mutex:
+            cfg = IndexConfig.from_dict(self._config.to_dict())
+            if deletion_protection is not None:
+                cfg.deletion_protection = deletion_protection
+            if tags is not None:
+                merged = {**cfg.tags, **tags}
+                cfg.tags = {k: v for k, v in merged.items() if v != ""}  # "" removes a tag, as in Pinecone
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute("UPDATE config SET value = ? WHERE key = 'index'",
+                               (orjson.dumps(cfg.to_dict()).decode(),))
+            store.bump_seq(self._conn)
+            self._conn.execute("COMMIT")
+            self._config = cfg
+            return cfg
+
+    def _load_all(self) -> None:
+        dim = self._config.dimension
+        ns_data: dict[str, NamespaceData] = {}
+        for ns in store.namespace_counts(self._conn):
+            data = NamespaceData(dim)
+            for batch in store.iter_namespace(self._conn, ns, dim, 10_000):
+                data.put(batch.ids, batch.values, batch.sparse, batch.metadata)
+            ns_data[ns] = data
+        self._ns = ns_data
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = store.connect(self._db)
+            self._local.conn = conn
+        return conn
+
+    # -- writes ---------------------------------------------------------------
+
+    def _write_batch(self, conn: sqlite3.Connection, ns: str, batch: RecordBatch, on_conflict: str,
+                     touched: set[str] | None = None) -> int:
+        if on_conflict not in ON_CONFLICT:
+            raise InvalidArgument(f"on_conflict must be one of {', '.join(ON_CONFLICT)}, got {on_conflict!r}")
+        if on_conflict == "fail":
+            existing = self._existing_ids(conn, ns, batch.ids)
+            if existing:
+                shown = ", ".join(repr(i) for i in existing[:5])
+                raise ConflictError(
+                    f"{len(existing)} record(s) already exist in namespace {ns or DEFAULT_NAMESPACE_ALIAS!r} "
+                    f"of index {self.name!r} (on_conflict='fail'): {shown}")
+        sql = store.INSERT_IGNORE_SQL if on_conflict == "skip" else store.UPSERT_SQL
+        before = conn.total_changes
+        conn.executemany(sql, store.encode_rows(ns, batch))
+        if touched is not None:
+            touched.add(ns)
+        return conn.total_changes - before
+
+    @staticmethod
+    def _existing_ids(conn: sqlite3.Connection, ns: str, ids: Sequence[str]) -> list[str]:
+        found: list[str] = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            q = f"SELECT id FROM records WHERE ns = ? AND id IN ({','.join('?' * len(chunk))})"
+            found.extend(r[0] for r in conn.execute(q, (ns, *chunk)))
+        return found
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One atomic SQLite write transaction; rolled back on any error."""
+        with self._write_mutex:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                store.bump_seq(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def upsert_batch(self, namespace: str | None, batch: RecordBatch, *, on_conflict: str = "overwrite",
+                     validate: bool = True) -> int:
+        """Upsert a columnar batch atomically; the fast path for imports and bulk loads."""
+        ns = normalize_namespace(namespace)
+        if validate:
+            validate_batch(batch, dimension=self._config.dimension, vector_type=self._config.vector_type)
+        if not len(batch):
+            return 0
+        with self._write_mutex:
+            if on_conflict == "skip":
+                data = self._ns.get(ns)
+                keep = [i for i, rid in enumerate(batch.ids) if data is None or rid not in data.pos]
+                if len(keep) != len(batch):
+                    batch = _take(batch, keep)
+                if not len(batch):
+                    return 0
+            with self._write() as conn:
+                self._write_batch(conn, ns, batch, on_conflict)
+            with self._rw.write():
+                self._namespace(ns, create=True).put(batch.ids, batch.values, batch.sparse, batch.metadata)
+        return len(batch)
+
+    def upsert(self, vectors: Iterable[Any], namespace: str | None = None) -> models.UpsertResponse:
+        """Upsert SDK-shaped records (dicts, tuples, objects) atomically."""
+        records = parse_records(vectors, dimension=self._config.dimension,
+                                vector_type=self._config.vector_type)
+        if not records:
+            return models.UpsertResponse(upserted_count=0)
+        batch = RecordBatch.from_records(records)
+        return models.UpsertResponse(upserted_count=self.upsert_batch(namespace, batch, validate=False))
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """Stage many batches and commit them as one; memory is rebuilt for touched namespaces."""
+        with self._write_mutex:
+            with self._write():
+                tx = Transaction(self)
+                yield tx
+            self._reload(tx.touched)
+
+    def _reload(self, namespaces: Iterable[str]) -> None:
+        dim = self._config.dimension
+        conn = self._reader()
+        for ns in namespaces:
+            data = NamespaceData(dim)
+            conn.execute("BEGIN")
+            try:
+                for batch in store.iter_namespace(conn, ns, dim, 10_000):
+                    data.put(batch.ids, batch.values, batch.sparse, batch.metadata)
+            finally:
+                conn.execute("ROLLBACK")
+            with self._rw.write():
+                if len(data):
+                    self._ns[ns] = data
+                else:
+                    self._ns.pop(ns, None)
+
+    def get_marker(self, key: str) -> Any:
+        row = self._reader().execute("SELECT value FROM markers WHERE key = ?", (key,)).fetchone()
+        return None if row is None else orjson.loads(row[0])
+
+    def delete_markers(self, prefix: str) -> None:
+        with self._write() as conn:
+            conn.execute("DELETE FROM markers WHERE key >= ? AND key < ?", (prefix, prefix + "\U0010ffff"))
+
+    def update(self, id: str, values: Any = None, set_metadata: Mapping[str, Any] | None = None,
+               namespace: str | None = None, sparse_values: Any = None) -> models.UpdateResponse:
+        """Replace values or sparse values and merge set_metadata into the record's metadata."""
+        ns = normalize_namespace(namespace)
+        validate_id(id)
+        with self._write_mutex:
+            current = self._namespace(ns).record(id) if ns in self._ns else None
+            if current is None:
+                raise NotFound(f"record {id!r} not found in namespace {ns or DEFAULT_NAMESPACE_ALIAS!r}")
+            new = Record(id=id, values=current.values, sparse_values=current.sparse_values,
+                         metadata=current.metadata)
+            if values is not None:
+                if self._config.vector_type == "sparse":
+                    raise InvalidArgument("a sparse index takes no dense values")
+                new.values = coerce_dense(values, self._config.dimension, record_id=id)
+            if sparse_values is not None:
+                new.sparse_values = coerce_sparse(sparse_values, record_id=id)
+            if set_metadata is not None:
+                new.metadata = validate_metadata({**(current.metadata or {}), **set_metadata}, record_id=id)
+            self.upsert_batch(ns, RecordBatch.from_records([new]), validate=False)
+        return models.UpdateResponse(matched_records=1)
+
+    def delete(self, ids: Sequence[str] | None = None, delete_all: bool | None = None,
+               namespace: str | None = None, filter: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Delete by ids, by metadata filter, or everything in a namespace."""
+        ns = normalize_namespace(namespace)
+        chosen = sum(x is not None and x is not False for x in (ids, filter)) + bool(delete_all)
+        if chosen != 1:
+            raise InvalidArgument("delete takes exactly one of ids, delete_all=True or filter")
+        with self._write_mutex:
+            data = self._ns.get(ns)
+            if delete_all:
+                with self._write() as conn:
+                    conn.execute("DELETE FROM records WHERE ns = ?", (ns,))
+                with self._rw.write():
+                    self._ns.pop(ns, None)
+                return {}
+            if ids is not None:
+                if isinstance(ids, str):
+                    raise InvalidArgument("ids must be a list of strings")
+                target = [validate_id(i, record=k) for k, i in enumerate(ids)]
+            else:
+                flt = compile_filter(filter)
+                if data is None:
+                    return {}
+                with self._rw.read():
+                    mask = flt.mask(data.metadata)
+                    target = [data.ids[i] for i in np.flatnonzero(mask)]
+            if data is None or not target:
+                return {}
+            with self._write() as conn:
+                store.delete_ids(conn, ns, target)
+            with self._rw.write():
+                data.remove(target)
+                if not len(data):
+                    self._ns.pop(ns, None)
+        return {}
+
+    def delete_namespace(self, namespace: str) -> None:
+        ns = normalize_namespace(namespace)
+        if ns not in self._ns:
+            raise NotFound(f"namespace {namespace!r} not found in index {self.name!r}")
+        self.delete(delete_all=True, namespace=ns)
+
+    # -- reads ----------------------------------------------------------------
+
+    def _namespace(self, ns: str, *, create: bool = False) -> NamespaceData:
+        data = self._ns.get(ns)
+        if data is None:
+            data = NamespaceData(self._config.dimension)
+            if create:
+                self._ns[ns] = data
+        return data
+
+    def fetch(self, ids: Sequence[str], namespace: str | None = None) -> models.FetchResponse:
+        ns = normalize_namespace(namespace)
+        if isinstance(ids, str):
+            raise InvalidArgument("ids must be a list of strings")
+        if len(ids) > MAX_FETCH_IDS:
+            raise InvalidArgument(f"fetch takes at most {MAX_FETCH_IDS} ids, got {len(ids)}")
+        out: dict[str, models.Vector] = {}
+        with self._rw.read():
+            data = self._ns.get(ns)
+            for k, rid in enumerate(ids):
+                validate_id(rid, record=k)
+                rec = None if data is None else data.record(rid)
+                if rec is not None:
+                    out[rid] = _vector(rec)
+        return models.FetchResponse(vectors=out, namespace=ns, usage=models.Usage(read_units=1))
+
+    def query(self, *, top_k: int, vector: Any = None, id: str | None = None,
+              sparse_vector: Any = None, namespace: str | None = None,
+              filter: Mapping[str, Any] | None = None, include_values: bool = False,
+              include_metadata: bool = False) -> models.QueryResponse:
+        """Exact search. Scores follow Pinecone: cosine and dotproduct higher-is-better,
+        euclidean is the squared distance, lower-is-better."""
+        ns = normalize_namespace(namespace)
+        cfg = self._config
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
+            raise InvalidArgument(f"top_k must be an integer from 1 to {MAX_TOP_K}, got {top_k!r}")
+        if sum(x is not None for x in (vector, id)) > 1:
+            raise InvalidArgument("query takes either vector or id, not both")
+        flt = compile_filter(filter)
+        q_dense = None if vector is None or (cfg.vector_type == "sparse" and len(vector) == 0) else \
+            coerce_dense(vector, cfg.dimension)
+        q_sparse = None if sparse_vector is None else coerce_sparse(sparse_vector)
+        if q_dense is not None and cfg.vector_type == "sparse":
+            raise InvalidArgument("a sparse index is queried with sparse_vector, not vector")
+        if q_sparse is not None and cfg.metric != "dotproduct":
+            raise InvalidArgument("sparse_vector queries need an index with metric 'dotproduct'")
+        with self._rw.read():
+            data = self._ns.get(ns)
+            if id is not None:
+                validate_id(id)
+                rec = None if data is None else data.record(id)
+                if rec is None:
+                    return models.QueryResponse(matches=[], namespace=ns, usage=models.Usage(read_units=1))
+                q_dense, q_sparse = rec.values, (rec.sparse_values if rec.values is None else None)
+            if q_dense is None and q_sparse is None:
+                raise InvalidArgument("query needs vector, id or sparse_vector")
+            if data is None or not len(data):
+                return models.QueryResponse(matches=[], namespace=ns, usage=models.Usage(read_units=1))
+            scores = np.zeros(len(data), dtype=np.float32)
+            if q_dense is not None:
+                scores += data.dense_scores(q_dense, cfg.metric)
+            if q_sparse is not None:
+                scores += data.sparse_scores(q_sparse)
+            ascending = cfg.metric == "euclidean"
+            cand = None if flt.matches_all else np.flatnonzero(flt.mask(data.metadata))
+            top = _top_k(scores, top_k, ascending, cand)
+            matches = [
+                models.ScoredVector(
+                    id=data.ids[row],
+                    score=float(scores[row]),
+                    values=data.dense[row].tolist() if include_values and cfg.dimension is not None else [],
+                    sparse_values=_sparse_model(data.sparse[row]) if include_values else None,
+                    metadata=data.metadata[row] if include_metadata else None,
+                )
+                for row in top
+            ]
+        return models.QueryResponse(matches=matches, namespace=ns, usage=models.Usage(read_units=5))
+
+    def list_paginated(self, prefix: str | None = None, limit: int | None = None,
+                       pagination_token: str | None = None,
+                       namespace: str | None = None) -> models.ListResponse:
+        """Ids in lexicographic order; the token is the last id returned, so pages are stable."""
+        ns = normalize_namespace(namespace)
+        limit = 100 if limit is None else limit
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
+            raise InvalidArgument(f"limit must be an integer from 1 to {MAX_LIST_LIMIT}, got {limit!r}")
+        after = _decode_token(pagination_token) if pagination_token else None
+        prefix = prefix or ""
+        lo = max(prefix, after) if after is not None else prefix
+        op = ">" if after is not None and after >= prefix else ">="
+        sql = f"SELECT id FROM records WHERE ns = ? AND id {op} ?"
+        args: list[Any] = [ns, lo]
+        if prefix:
+            sql += " AND id < ?"
+            args.append(prefix + "\U0010ffff")
+        sql += " ORDER BY id LIMIT ?"
+        args.append(limit + 1)
+        rows = [r[0] for r in self._reader().execute(sql, args)]
+        rows = [r for r in rows if r.startswith(prefix)]
+        page, more = rows[:limit], len(rows) > limit
+        return models.ListResponse(
+            vectors=[models.ListItem(id=i) for i in page],
+            pagination=models.Pagination(next=_encode_token(page[-1])) if more else None,
+            namespace=ns,
+            usage=models.Usage(read_units=1),
+        )
+
+    def list(self, prefix: str | None = None, limit: int | None = None,
+             pagination_token: str | None = None, namespace: str | None = None) -> Iterator[list[str]]:
+        """Yield pages of ids until exhausted, as the SDK's ``list`` does."""
+        token = pagination_token
+        while True:
+            page = self.list_paginated(prefix=prefix, limit=limit, pagination_token=token, namespace=namespace)
+            if page.vectors:
+                yield [v.id for v in page.vectors]
+            if page.pagination is None:
+                return
+            token = page.pagination.next
+
+    def describe_index_stats(self, filter: Mapping[str, Any] | None = None) -> models.DescribeIndexStatsResponse:
+        flt = compile_filter(filter)
+        with self._rw.read():
+            counts = {
+                ns: len(d) if flt.matches_all else int(flt.mask(d.metadata).sum())
+                for ns, d in sorted(self._ns.items())
+            }
+        counts = {ns: c for ns, c in counts.items() if c}
+        return models.DescribeIndexStatsResponse(
+            namespaces={ns: models.NamespaceSummary(vector_count=c) for ns, c in counts.items()},
+            dimension=self._config.dimension,
+            index_fullness=0.0,
+            total_vector_count=sum(counts.values()),
+            metric=self._config.metric,
+            vector_type=self._config.vector_type,
+        )
+
+    def list_namespaces(self, prefix: str | None = None, limit: int | None = None,
+                        pagination_token: str | None = None) -> models.ListNamespacesResponse:
+        with self._rw.read():
+            names = sorted((ns, len(d)) for ns, d in self._ns.items() if len(d))
+        described = [(ns or DEFAULT_NAMESPACE_ALIAS, n) for ns, n in names]
+        described.sort()
+        if prefix:
+            described = [x for x in described if x[0].startswith(prefix)]
+        total = len(described)
+        if pagination_token:
+            after = _decode_token(pagination_token)
+            described = [x for x in described if x[0] > after]
+        limit = limit or 100
+        page = described[:limit]
+        return models.ListNamespacesResponse(
+            namespaces=[models.NamespaceDescription(name=n, record_count=c) for n, c in page],
+            pagination=models.Pagination(next=_encode_token(page[-1][0])) if len(described) > limit else None,
+            total_count=total,
+        )
+
+    def describe_namespace(self, namespace: str) -> models.NamespaceDescription:
+        ns = normalize_namespace(namespace)
+        with self._rw.read():
+            data = self._ns.get(ns)
+            if data is None or not len(data):
+                raise NotFound(f"namespace {namespace!r} not found in index {self.name!r}")
+            return models.NamespaceDescription(name=ns or DEFAULT_NAMESPACE_ALIAS, record_count=len(data))
+
+    def snapshot(self) -> Snapshot:
+        """An exact, isolated read view for export; close it when done."""
+        return Snapshot(self._db, self._config.dimension)
+
+
+def _take(batch: RecordBatch, keep: list[int]) -> RecordBatch:
+    return RecordBatch(
+        ids=[batch.ids[i] for i in keep],
+        values=None if batch.values is None else batch.values[keep],
+        sparse=None if batch.sparse is None else [batch.sparse[i] for i in keep],
+        metadata=[batch.metadata[i] for i in keep],
+    )
+
+
+def _sparse_model(sv: Any) -> models.SparseVector | None:
+    if sv is None:
+        return None
+    return models.SparseVector(indices=sv.indices.tolist(), values=sv.values.tolist())
+
+
+def _vector(rec: Record) -> models.Vector:
+    return models.Vector(
+        id=rec.id,
+        values=[] if rec.values is None else rec.values.tolist(),
+        sparse_values=_sparse_model(rec.sparse_values),
+        metadata=rec.metadata,
+    )
+
+
+def _top_k(scores: np.ndarray, k: int, ascending: bool, candidates: np.ndarray | None) -> list[int]:
+    """Indices of the k best scores, best first; ties broken by row for determinism."""
+    rows = np.arange(scores.shape[0]) if candidates is None else candidates
+    if rows.size == 0:
+        return []
+    s = scores[rows] if ascending else -scores[rows]
+    if rows.size > k:
+        part = np.argpartition(s, k - 1)[:k]
+        order = part[np.argsort(s[part], kind="stable")]
+    else:
+        order = np.argsort(s, kind="stable")
+    return rows[order].tolist()

@@ -1,0 +1,166 @@
+"""Response objects shaped like the official pinecone SDK's.
+
+Attribute access (``fetch(...).vectors[id].values``) and dict access
+(``resp["matches"]``) both work, so code written for the SDK moves over by
+changing one import. ``to_dict()`` gives the snake_case JSON form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+class _DictLike:
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, default)
+
+    def __contains__(self, key: str) -> bool:
+        return key in {f.name for f in fields(self)}  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, _DictLike):
+        return value.to_dict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass(slots=True, eq=True)
+class SparseVector(_DictLike):
+    indices: list[int]
+    values: list[float]
+
+
+@dataclass(slots=True)
+class Vector(_DictLike):
+    id: str
+    values: list[float] = field(default_factory=list)
+    sparse_values: SparseVector | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class ScoredVector(_DictLike):
+    id: str
+    score: float
+    values: list[float] = field(default_factory=list)
+    sparse_values: SparseVector | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class Usage(_DictLike):
+    read_units: int = 0
+
+
+@dataclass(slots=True)
+class QueryResponse(_DictLike):
+    matches: list[ScoredVector]
+    namespace: str = ""
+    usage: Usage | None = None
+
+
+@dataclass(slots=True)
+class FetchResponse(_DictLike):
+    vectors: dict[str, Vector]
+    namespace: str = ""
+    usage: Usage | None = None
+
+
+@dataclass(slots=True)
+class UpsertResponse(_DictLike):
+    upserted_count: int
+
+
+@dataclass(slots=True)
+class UpdateResponse(_DictLike):
+    matched_records: int | None = None
+
+
+@dataclass(slots=True)
+class Pagination(_DictLike):
+    next: str
+
+
+@dataclass(slots=True)
+class ListItem(_DictLike):
+    id: str
+
+
+@dataclass(slots=True)
+class ListResponse(_DictLike):
+    vectors: list[ListItem]
+    pagination: Pagination | None = None
+    namespace: str = ""
+    usage: Usage | None = None
+
+
+@dataclass(slots=True)
+class NamespaceSummary(_DictLike):
+    vector_count: int
+
+
+@dataclass(slots=True)
+class DescribeIndexStatsResponse(_DictLike):
+    namespaces: dict[str, NamespaceSummary]
+    dimension: int | None
+    index_fullness: float
+    total_vector_count: int
+    metric: str
+    vector_type: str
+
+
+@dataclass(slots=True)
+class NamespaceDescription(_DictLike):
+    name: str
+    record_count: int
+
+
+@dataclass(slots=True)
+class ListNamespacesResponse(_DictLike):
+    namespaces: list[NamespaceDescription]
+    pagination: Pagination | None = None
+    total_count: int = 0
+
+
+@dataclass(slots=True)
+class IndexStatus(_DictLike):
+    ready: bool = True
+    state: str = "Ready"
+
+
+@dataclass(slots=True)
+class IndexModel(_DictLike):
+    name: str
+    dimension: int | None
+    metric: str
+    host: str
+    spec: dict[str, Any]
+    status: IndexStatus
+    vector_type: str = "dense"
+    deletion_protection: str = "disabled"
+    tags: dict[str, str] | None = None
+
+
+class IndexList(list):
+    """A list of IndexModel with the SDK's ``names()`` helper."""
+
+    def names(self) -> list[str]:
+        return [i.name for i in self]
+
+    @property
+    def indexes(self) -> list[IndexModel]:
+        return list(self)
