@@ -10,10 +10,12 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from spruce import models
+from spruce import jobs, models
 from spruce.engine import Engine
 from spruce.engine.index import Index as EngineIndex
-from spruce.records import IndexConfig
+from spruce.errors import NotFound
+from spruce.jobs import JobManager, JobState, JobStatus
+from spruce.records import IndexConfig, validate_index_name
 
 
 def index_model(cfg: IndexConfig, host: str) -> models.IndexModel:
@@ -33,8 +35,10 @@ def index_model(cfg: IndexConfig, host: str) -> models.IndexModel:
 class Client:
     """Entry point: manages indexes in a data folder (embedded mode)."""
 
-    def __init__(self, data_dir: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, data_dir: str | os.PathLike[str] | None = None, *, resume_jobs: bool = True) -> None:
         self._engine = Engine.open(data_dir)
+        self._resume_jobs = resume_jobs
+        self._manager: JobManager | None = None
 
     @property
     def engine(self) -> Engine:
@@ -71,12 +75,57 @@ class Client:
         return self._model(self._engine.configure_index(name, deletion_protection=deletion_protection,
                                                         tags=dict(tags) if tags else None))
 
-    def Index(self, name: str | None = None, host: str | None = None) -> Index:  # noqa: N802 - SDK name
+    def Index(self, name: str | None = None, host: str | None = None) -> Index:
+        """A handle on an index; it may not exist yet (``upsert_from_file`` creates it)."""
         if name is None and host and host.startswith("embedded://"):
             name = host.removeprefix("embedded://")
         if not name:
             raise TypeError("Index() needs a name")
-        return Index(self, self._engine.index(name))
+        validate_index_name(name)
+        return Index(self, name)
+
+    # -- jobs -----------------------------------------------------------------
+
+    @property
+    def jobs(self) -> JobManager:
+        """The job manager; opening it resumes jobs a crashed process left behind."""
+        if self._manager is None:
+            self._manager = jobs.jobs_for(self._engine, auto_resume=self._resume_jobs)
+        return self._manager
+
+    def describe_export(self, export_id: str) -> models.ExportDescription:
+        return jobs.export_description(self._job(export_id, "export"))
+
+    describe_export_status = describe_export  # the seed's spelling
+
+    def list_exports(self) -> list[models.ExportDescription]:
+        return [jobs.export_description(s) for s in self.jobs.list("export")]
+
+    def cancel_export(self, export_id: str) -> models.ExportDescription:
+        self._job(export_id, "export")
+        return jobs.export_description(self.jobs.cancel(export_id))
+
+    def wait_export(self, export_id: str, timeout: float | None = None) -> models.ExportDescription:
+        return jobs.export_description(self.jobs.wait(export_id, timeout=timeout))
+
+    def describe_import(self, import_id: str) -> models.ImportDescription:
+        return jobs.import_description(self._job(import_id, "import"))
+
+    def list_imports(self) -> list[models.ImportDescription]:
+        return [jobs.import_description(s) for s in self.jobs.list("import")]
+
+    def cancel_import(self, import_id: str) -> models.ImportDescription:
+        self._job(import_id, "import")
+        return jobs.import_description(self.jobs.cancel(import_id))
+
+    def wait_import(self, import_id: str, timeout: float | None = None) -> models.ImportDescription:
+        return jobs.import_description(self.jobs.wait(import_id, timeout=timeout))
+
+    def _job(self, job_id: str, kind: str) -> JobState:
+        state = self.jobs.describe(job_id)
+        if state.kind != kind:
+            raise NotFound(f"{kind} {job_id!r} not found")
+        return state
 
 
 def _spec_dict(spec: Any) -> dict[str, Any] | None:
@@ -96,13 +145,47 @@ def _spec_dict(spec: Any) -> dict[str, Any] | None:
 class Index:
     """One index's data operations, with the pinecone SDK's argument names and results."""
 
-    def __init__(self, client: Client, index: EngineIndex) -> None:
+    def __init__(self, client: Client, name: str) -> None:
         self._client = client
-        self._index = index
+        self.name = name
 
     @property
-    def name(self) -> str:
-        return self._index.name
+    def _index(self) -> EngineIndex:
+        return self._client.engine.index(self.name)
+
+    def export_index(self, storage_path: str, format: str = "jsonl.gz", namespaces: Sequence[str] | None = None,
+                     filter: Mapping[str, Any] | None = None, sync: bool = False, *,
+                     compression_level: int | None = None, part_max_bytes: int | None = None,
+                     part_max_records: int | None = None, overwrite: bool = False,
+                     storage_options: Mapping[str, Any] | None = None,
+                     link_expiry_seconds: int | None = None, **_ignored: Any) -> models.ExportResponse:
+        """Export one exact snapshot of this index to ``storage_path`` (a folder or s3/gs/az URI).
+
+        The archive's manifest is written last: until the job is Completed there is no
+        manifest, so a partial archive can never be mistaken for a whole one.
+        """
+        state = jobs.start_export(
+            self._client.engine, self.name, storage_path, format=format, namespaces=namespaces, filter=filter,
+            compression_level=compression_level, part_max_bytes=part_max_bytes,
+            part_max_records=part_max_records, overwrite=overwrite, storage_options=storage_options,
+            link_expiry_seconds=link_expiry_seconds, sync=sync, manager=self._client.jobs)
+        return models.ExportResponse(export_id=state.id, status=JobStatus(state.status), sync=sync)
+
+    def upsert_from_file(self, uri: str, sync: bool = True, *, on_conflict: str = "overwrite",
+                         namespace_map: Mapping[str, str] | None = None, error_mode: str = "abort",
+                         namespace: str | None = None, dimension: int | None = None, metric: str | None = None,
+                         vector_type: str | None = None, storage_options: Mapping[str, Any] | None = None,
+                         ) -> models.ImportDescription:
+        """Restore an archive (verified file by file) or plain JSONL/Parquet files into this index.
+
+        Creates the index when missing; merges when present. With sync=True (the default)
+        it returns when done and raises the job's error if it failed.
+        """
+        state = jobs.start_import(
+            self._client.engine, self.name, uri, on_conflict=on_conflict, namespace_map=namespace_map,
+            error_mode=error_mode, namespace=namespace, dimension=dimension, metric=metric,
+            vector_type=vector_type, storage_options=storage_options, sync=sync, manager=self._client.jobs)
+        return jobs.import_description(state)
 
     def upsert(self, vectors: Iterable[Any], namespace: str | None = None, batch_size: int | None = None,
                show_progress: bool = False, **_ignored: Any) -> models.UpsertResponse:

@@ -164,3 +164,64 @@ class IndexList(list):
     @property
     def indexes(self) -> list[IndexModel]:
         return list(self)
+
+
+# -- export and import jobs ----------------------------------------------------
+
+
+@dataclass(slots=True)
+class ExportResponse(_DictLike):
+    """What ``export_index`` returns at once: poll ``describe_export(export_id)`` unless sync."""
+
+    export_id: str
+    status: str
+    sync: bool
+
+
+@dataclass(slots=True)
+class ExportDescription(_DictLike):
+    export_id: str
+    index: str
+    uri: str
+    status: str
+    percent_complete: float
+    records_exported: int
+    records_total: int | None
+    bytes_written: int
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    error: str | None
+    download_url: str | None
+    download_urls: dict[str, str] | None
+    download_expires_at: str | None
+    snapshot_point: int | None
+
+    @property
+    def id(self) -> str:
+        return self.export_id
+
+
+@dataclass(slots=True)
+class ImportDescription(_DictLike):
+    import_id: str
+    index: str
+    uri: str
+    status: str
+    percent_complete: float
+    records_imported: int
+    records_rejected: int
+    records_total: int | None
+    bytes_read: int
+    files_done: int
+    files_total: int | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    error: str | None
+    rejects_path: str | None
+    notes: list[str]
+
+    @property
+    def id(self) -> str:
+        return self.import_id

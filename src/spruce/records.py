@@ -166,6 +166,22 @@ def validate_id(rid: Any, *, record: int | None = None) -> str:
     return rid
 
 
+def _as_float32(values: Any) -> np.ndarray:
+    """Numbers to float32 (overflow becomes inf); strings, booleans and None are TypeError.
+
+    Converting with ``dtype=float32`` directly would silently parse "1.5" and True.
+    """
+    arr = np.asarray(values)
+    kind = arr.dtype.kind
+    if kind == "O":  # e.g. ints beyond 64 bits: accept only real numbers
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in arr.flat):
+            raise TypeError("not a number")
+    elif kind not in "iuf":
+        raise TypeError("not a number")
+    with np.errstate(over="ignore", invalid="ignore"):
+        return arr.astype(np.float32, copy=False)
+
+
 def coerce_dense(values: Any, dimension: int | None, *, record: int | None = None,
                  record_id: str | None = None) -> np.ndarray:
     """Return values as a finite float32 vector of the index's dimension."""
@@ -173,10 +189,12 @@ def coerce_dense(values: Any, dimension: int | None, *, record: int | None = Non
     if isinstance(values, (str, bytes, Mapping)):
         raise ValidationError("must be a list of numbers", **where)
     try:
-        with np.errstate(over="ignore", invalid="ignore"):
-            arr = np.asarray(values, dtype=np.float32)
+        arr = _as_float32(values)
     except (TypeError, ValueError):
         raise ValidationError("must be a list of numbers", **where) from None
+    except OverflowError:
+        raise ValidationError("must be finite float32 numbers (no NaN, no infinity, no overflow)",
+                              **where) from None
     if arr.ndim != 1:
         raise ValidationError("must be a flat list of numbers", **where)
     if dimension is not None and arr.shape[0] != dimension:
@@ -211,10 +229,11 @@ def coerce_sparse(sparse: Any, *, record: int | None = None, record_id: str | No
     except (TypeError, ValueError):
         raise ValidationError("indices must be a list of non-negative integers", **where) from None
     try:
-        with np.errstate(over="ignore", invalid="ignore"):
-            val = np.asarray(values, dtype=np.float32)
+        val = np.array(_as_float32(values), dtype=np.float32)  # a copy: the caller's array may change
     except (TypeError, ValueError):
         raise ValidationError("values must be a list of numbers", **where) from None
+    except OverflowError:
+        raise ValidationError("values must be finite float32 numbers", **where) from None
     if idx.ndim != 1 or val.ndim != 1:
         raise ValidationError("indices and values must be flat lists", **where)
     if idx.shape != val.shape:
@@ -229,36 +248,59 @@ def coerce_sparse(sparse: Any, *, record: int | None = None, record_id: str | No
     return SparseValues(indices=idx, values=val)
 
 
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what JSON encoders (orjson) can write
+
+
 def validate_metadata(metadata: Any, *, record: int | None = None,
                       record_id: str | None = None) -> dict[str, Any] | None:
-    """Check metadata against Pinecone's types and the 40 KB limit."""
+    """Check metadata against Pinecone's types and the 40 KB limit.
+
+    Returns a copy (lists copied too, tuples become lists), so a caller mutating its
+    own objects after an upsert cannot change what the index holds in memory.
+    """
     if metadata is None:
         return None
     where = {"record": record, "record_id": record_id}
     if not isinstance(metadata, Mapping):
         raise ValidationError(f"must be an object, got {type(metadata).__name__}", field="metadata", **where)
+    md: dict[str, Any] = {}
     for key, value in metadata.items():
-        fname = f"metadata.{key}"
+        t = type(value)  # the common exact types first: this runs for every record of every upsert
+        if type(key) is str:
+            if t is str or t is bool or (t is float and math.isfinite(value)) or (
+                    t is int and _INT_MIN <= value <= _INT_MAX):
+                md[key] = value
+                continue
+            if t is list and all(type(v) is str for v in value):
+                md[key] = list(value)
+                continue
         if not isinstance(key, str):
             raise ValidationError("keys must be strings", field="metadata", **where)
-        if isinstance(value, bool) or isinstance(value, str):
-            continue
-        if isinstance(value, (int, float)):
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ValidationError("numbers must be finite", field=fname, **where)
-            continue
-        if isinstance(value, (list, tuple)):
+        fname = f"metadata.{key}"
+        if isinstance(value, (bool, str)):
+            pass
+        elif isinstance(value, (int, float)):
+            if isinstance(value, float):
+                if not math.isfinite(value):
+                    raise ValidationError("numbers must be finite", field=fname, **where)
+                value = float(value)  # np.float64 and other subclasses to a plain float
+            else:
+                if not _INT_MIN <= value <= _INT_MAX:
+                    raise ValidationError("integers must fit in 64 bits", field=fname, **where)
+                value = int(value)
+        elif isinstance(value, (list, tuple)):
             if not all(isinstance(v, str) for v in value):
                 raise ValidationError("lists may hold only strings", field=fname, **where)
-            continue
-        if value is None:
+            value = [str(v) for v in value]
+        elif value is None:
             raise ValidationError("null is not allowed; omit the key instead", field=fname, **where)
-        if isinstance(value, Mapping):
+        elif isinstance(value, Mapping):
             raise ValidationError("nested objects are not allowed", field=fname, **where)
-        raise ValidationError(
-            f"must be a string, number, boolean or list of strings, got {type(value).__name__}",
-            field=fname, **where)
-    md = dict(metadata)
+        else:
+            raise ValidationError(
+                f"must be a string, number, boolean or list of strings, got {type(value).__name__}",
+                field=fname, **where)
+        md[key] = value
     size = len(orjson.dumps(md))
     if size > MAX_METADATA_BYTES:
         raise ValidationError(f"is {size} bytes serialized, the limit is {MAX_METADATA_BYTES}",
@@ -336,9 +378,81 @@ def parse_records(items: Iterable[Any], *, dimension: int | None,
     return out
 
 
+_RECORD_FIELDS = frozenset({"id", "values", "sparse_values", "sparseValues", "metadata"})
+
+
+def parse_batch(items: Iterable[Any], *, dimension: int | None, vector_type: str = "dense") -> RecordBatch:
+    """``parse_records`` straight into a RecordBatch, with the same checks and errors.
+
+    A dense batch of plain dicts and (id, values[, metadata]) tuples takes a bulk path:
+    the values of the whole batch become one float32 matrix in a single numpy call
+    instead of one array per record. Anything else, and any batch the bulk path finds
+    a problem in, goes through ``parse_records``, which names the first bad record.
+    """
+    items = items if isinstance(items, list) else list(items)
+    if vector_type == "dense" and dimension is not None and items:
+        batch = _parse_dense_bulk(items, dimension)
+        if batch is not None:
+            return batch
+    records = parse_records(items, dimension=dimension, vector_type=vector_type)
+    return RecordBatch.from_records(records) if records else RecordBatch(ids=[])
+
+
+def _parse_dense_bulk(items: list[Any], dimension: int) -> RecordBatch | None:
+    ids: list[str] = []
+    vals: list[Any] = []
+    metas: list[dict[str, Any] | None] = []
+    sparse: list[SparseValues | None] | None = None
+    try:
+        for i, obj in enumerate(items):
+            t = type(obj)
+            if t is dict:
+                if not obj.keys() <= _RECORD_FIELDS:
+                    return None
+                rid, v, md = obj.get("id"), obj.get("values"), obj.get("metadata")
+                sv = obj.get("sparse_values")
+                if sv is None:
+                    sv = obj.get("sparseValues")
+            elif t is tuple and len(obj) in (2, 3):
+                rid, v, md, sv = obj[0], obj[1], (obj[2] if len(obj) == 3 else None), None
+            else:
+                return None
+            if type(rid) is not str or not 0 < len(rid) <= MAX_ID_LENGTH or "\x00" in rid or v is None:
+                return None
+            # one array for the batch would upcast a row of booleans next to rows of floats
+            if isinstance(v, np.ndarray):
+                if v.dtype.kind not in "iuf":
+                    return None
+            elif not isinstance(v, (list, tuple)) or (v and type(v[0]) is bool):
+                return None
+            if sv is not None:
+                if sparse is None:
+                    sparse = [None] * i
+                sparse.append(coerce_sparse(sv, record=i, record_id=rid))
+            elif sparse is not None:
+                sparse.append(None)
+            ids.append(rid)
+            vals.append(v)
+            metas.append(None if md is None else validate_metadata(md, record=i, record_id=rid))
+        if len(set(ids)) != len(ids):
+            return None
+        arr = np.asarray(vals)
+    except (ValidationError, TypeError, ValueError):
+        return None  # the per-record path reports the first problem, in record order
+    if arr.dtype.kind not in "iuf" or arr.ndim != 2 or arr.shape[1] != dimension:
+        return None
+    with np.errstate(over="ignore", invalid="ignore"):
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(arr).all():
+        return None
+    return RecordBatch(ids=ids, values=arr, sparse=sparse, metadata=metas)
+
+
 def validate_batch(batch: RecordBatch, *, dimension: int | None, vector_type: str) -> RecordBatch:
     """Validate a columnar batch (the import fast path) with whole-array checks."""
     n = len(batch.ids)
+    if len(batch.metadata) != n or (batch.sparse is not None and len(batch.sparse) != n):
+        raise InvalidArgument(f"a batch of {n} ids needs {n} metadata and sparse entries")
     for i, rid in enumerate(batch.ids):
         validate_id(rid, record=i)
     if len(set(batch.ids)) != n:

@@ -9,7 +9,10 @@ import sys
 
 import typer
 
+from spruce.cli import export as export_cmds
 from spruce.cli import index as index_cmds
+from spruce.cli import jobs as jobs_cmds
+from spruce.cli import restore as restore_cmds
 from spruce.cli import stats as stats_cmds
 from spruce.cli.common import GlobalOptions, fail
 from spruce.errors import SpruceError
@@ -35,6 +38,9 @@ def _root(
 
 app.add_typer(index_cmds.app, name="index")
 app.command("stats")(stats_cmds.stats)
+app.command("export", help=export_cmds.HELP)(export_cmds.export)
+app.command("restore", help=restore_cmds.HELP)(restore_cmds.restore)
+app.add_typer(jobs_cmds.app, name="jobs")
 
 
 def main(argv: list[str] | None = None) -> None:

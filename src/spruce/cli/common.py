@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from spruce.errors import SpruceError
 
@@ -22,7 +23,7 @@ class GlobalOptions:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 
@@ -32,9 +33,11 @@ def client(ctx: typer.Context) -> Any:
 
     opts: GlobalOptions = ctx.obj or GlobalOptions()
     try:
-        return Client(data_dir=opts.data)
+        return Client(data_dir=opts.data, resume_jobs=False)
     except SpruceError as exc:
         fail(str(exc))
+    except OSError as exc:  # e.g. the data folder cannot be created
+        fail(f"cannot open data folder {opts.data or '(default)'}: {exc.strerror or exc}")
 
 
 def parse_json_option(value: str | None, name: str) -> Any:
@@ -44,3 +47,21 @@ def parse_json_option(value: str | None, name: str) -> Any:
         return json.loads(value)
     except json.JSONDecodeError as exc:
         raise typer.BadParameter(f"not valid JSON: {exc.msg} at column {exc.colno}", param_hint=name) from None
+
+
+def detach(c: Any, job_id: str) -> None:
+    """Run a persisted job in a detached worker process, so --no-wait outlives this command.
+
+    The worker owns the data folder until the job ends; meanwhile other commands on the
+    same folder are refused (use ``spruce serve`` and --host for concurrent access).
+    """
+    import subprocess
+
+    data_dir = str(c.engine.data_dir)
+    log = c.jobs.store.side_file(job_id, ".log")
+    c.engine.close()
+    with open(log, "ab") as out:
+        subprocess.Popen(
+            [sys.executable, "-m", "spruce", "--data", data_dir, "jobs", "resume", job_id, "--quiet"],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from spruce.cli.common import client, console
@@ -43,7 +44,7 @@ def describe(ctx: typer.Context, name: str) -> None:
     m = client(ctx).describe_index(name)
     table = Table("field", "value", show_header=False)
     for k, v in m.to_dict().items():
-        table.add_row(k, str(v))
+        table.add_row(k, escape(str(v)))
     console.print(table)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from spruce.cli.common import client, console, parse_json_option
@@ -17,6 +18,6 @@ def stats(
     s = client(ctx).Index(name).describe_index_stats(filter=parse_json_option(filter, "--filter"))
     table = Table("namespace", "records", title=f"{name}: {s.dimension or 'sparse'} {s.metric}")
     for ns, summary in s.namespaces.items():
-        table.add_row(ns or "__default__", f"{summary.vector_count:,}")
+        table.add_row(escape(ns or "__default__"), f"{summary.vector_count:,}")
     table.add_row("[bold]total[/]", f"[bold]{s.total_vector_count:,}[/]")
     console.print(table)

@@ -36,7 +36,7 @@ from spruce.records import (
     coerce_dense,
     coerce_sparse,
     normalize_namespace,
-    parse_records,
+    parse_batch,
     validate_batch,
     validate_id,
     validate_metadata,
@@ -274,11 +274,9 @@ class Index:
 
     def upsert(self, vectors: Iterable[Any], namespace: str | None = None) -> models.UpsertResponse:
         """Upsert SDK-shaped records (dicts, tuples, objects) atomically."""
-        records = parse_records(vectors, dimension=self._config.dimension,
-                                vector_type=self._config.vector_type)
-        if not records:
+        batch = parse_batch(vectors, dimension=self._config.dimension, vector_type=self._config.vector_type)
+        if not len(batch):
             return models.UpsertResponse(upserted_count=0)
-        batch = RecordBatch.from_records(records)
         return models.UpsertResponse(upserted_count=self.upsert_batch(namespace, batch, validate=False))
 
     @contextmanager
@@ -306,6 +304,13 @@ class Index:
                     self._ns[ns] = data
                 else:
                     self._ns.pop(ns, None)
+
+    def existing_ids(self, namespace: str | None, ids: Sequence[str]) -> list[str]:
+        """Which of ``ids`` exist in a namespace (committed state)."""
+        ns = normalize_namespace(namespace)
+        with self._rw.read():
+            data = self._ns.get(ns)
+            return [] if data is None else [i for i in ids if i in data.pos]
 
     def get_marker(self, key: str) -> Any:
         row = self._reader().execute("SELECT value FROM markers WHERE key = ?", (key,)).fetchone()
@@ -358,6 +363,9 @@ class Index:
                 target = [validate_id(i, record=k) for k, i in enumerate(ids)]
             else:
                 flt = compile_filter(filter)
+                if flt.matches_all:  # an empty filter must not be a quiet delete_all
+                    raise InvalidArgument("delete by filter needs a non-empty filter; use delete_all=True "
+                                          "to delete every record in the namespace")
                 if data is None:
                     return {}
                 with self._rw.read():
@@ -451,7 +459,7 @@ class Index:
                     score=float(scores[row]),
                     values=data.dense[row].tolist() if include_values and cfg.dimension is not None else [],
                     sparse_values=_sparse_model(data.sparse[row]) if include_values else None,
-                    metadata=data.metadata[row] if include_metadata else None,
+                    metadata=_md_copy(data.metadata[row]) if include_metadata else None,
                 )
                 for row in top
             ]
@@ -563,12 +571,17 @@ def _sparse_model(sv: Any) -> models.SparseVector | None:
     return models.SparseVector(indices=sv.indices.tolist(), values=sv.values.tolist())
 
 
+def _md_copy(md: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A copy for a response, so a caller editing it cannot change the index's memory."""
+    return None if md is None else {k: list(v) if type(v) is list else v for k, v in md.items()}
+
+
 def _vector(rec: Record) -> models.Vector:
     return models.Vector(
         id=rec.id,
         values=[] if rec.values is None else rec.values.tolist(),
         sparse_values=_sparse_model(rec.sparse_values),
-        metadata=rec.metadata,
+        metadata=_md_copy(rec.metadata),
     )
 
 

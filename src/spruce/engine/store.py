@@ -44,6 +44,9 @@ INSERT_IGNORE_SQL = (
 def connect(path: str, *, durability: str = "process") -> sqlite3.Connection:
     """Open with WAL. 'process' survives kill -9; 'fsync' also survives power loss."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60)
+    # Only takes effect when the file is new (before WAL mode is set): 16 KB pages hold
+    # several 768-d rows each, where 4 KB pages waste a quarter of each page and write slower.
+    conn.execute("PRAGMA page_size=16384")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=" + ("FULL" if durability == "fsync" else "NORMAL"))
     conn.execute("PRAGMA busy_timeout=60000")

@@ -79,7 +79,7 @@ class LocalStore(Store):
             w.write(data)
 
     def open_reader(self, path: str) -> BinaryIO:
-        return open(self._path(path), "rb")  # noqa: SIM115
+        return open(self._path(path), "rb")
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         base = self._path(prefix)

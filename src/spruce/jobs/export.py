@@ -1,0 +1,119 @@
+"""The export job: one engine snapshot streamed into an archive, manifest last.
+
+The archive is exactly the index at the moment the job took its snapshot,
+whatever is written meanwhile. If the job dies, no manifest exists, so the
+partial archive is never mistaken for a complete one.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from spruce import __version__
+from spruce.archive import ArchiveReader, ArchiveWriter
+from spruce.errors import AlreadyExists, ArchiveIncomplete, IntegrityError, NotFound
+from spruce.jobs.manager import JobContext
+from spruce.records import normalize_namespace
+from spruce.storage import open_store
+
+DEFAULT_LINK_EXPIRY = timedelta(hours=1)
+
+
+def run_export(ctx: JobContext) -> None:
+    s = ctx.state
+    opts = s.options
+    store = open_store(s.uri, **ctx.storage_options())
+    if _already_committed(store, s.id):
+        _publish_links(ctx, store)
+        return
+    if not opts.get("overwrite") and store.exists("manifest.json"):
+        raise AlreadyExists(f"{s.uri} already holds a complete archive; export to a new path "
+                            "or pass overwrite=True")
+    index = ctx.engine.index(s.index)
+    with index.snapshot() as snap:
+        counts = snap.namespaces()
+        wanted = opts.get("namespaces")
+        if wanted is not None:
+            wanted = [normalize_namespace(n) for n in wanted]
+            missing = [n or "__default__" for n in wanted if n not in counts]
+            if missing:
+                raise NotFound(f"namespace(s) {', '.join(map(repr, missing))} not found in index {s.index!r}")
+            counts = {n: counts[n] for n in wanted}
+        s.snapshot_point = snap.point
+        s.records_total = sum(counts.values())
+        s.records_done = s.bytes_done = s.files_done = 0
+        ctx.save()
+        filt = opts.get("filter")
+        scanned = 0
+
+        def on_progress(records: int, nbytes: int) -> None:
+            ctx.progress(records=records, bytes=nbytes)
+
+        writer = ArchiveWriter(
+            store,
+            format=opts.get("format", "jsonl.gz"),
+            compression_level=opts.get("compression_level"),
+            part_max_bytes=opts.get("part_max_bytes"),
+            part_max_records=opts.get("part_max_records"),
+            on_progress=on_progress,
+        )
+        writer.begin()
+        try:
+            for ns in counts:
+                writer.start_namespace(ns)
+                for batch in snap.iter_batches(ns, batch_size=opts.get("batch_size", 2000), filter=filt):
+                    ctx.check_cancel()
+                    writer.write(ns, batch)
+                    scanned += len(batch)
+            ctx.check_cancel()
+            cfg = snap.config
+            writer.commit(
+                export_id=s.id,
+                spruce_version=__version__,
+                source={
+                    "kind": "spruce",
+                    "index": cfg.name,
+                    "dimension": cfg.dimension,
+                    "metric": cfg.metric,
+                    "vector_type": cfg.vector_type,
+                    "spec": cfg.spec,
+                },
+                consistency="snapshot",
+                snapshot={"point": snap.point, "taken_at": s.started_at},
+                selection={"namespaces": wanted, "filter": filt},
+            )
+        except BaseException:
+            writer.abort()
+            raise
+    _publish_links(ctx, store)
+
+
+def _already_committed(store: Any, export_id: str) -> bool:
+    """A crash between the manifest's commit and the job's own save: the archive is whole."""
+    try:
+        return ArchiveReader(store).manifest.export_id == export_id
+    except (ArchiveIncomplete, IntegrityError, FileNotFoundError):
+        return False
+
+
+def _publish_links(ctx: JobContext, store: Any) -> None:
+    """Download links: pre-signed URLs on object stores, a file:// URI on local folders."""
+    s = ctx.state
+    expiry = timedelta(seconds=int(s.options.get("link_expiry_seconds") or DEFAULT_LINK_EXPIRY.total_seconds()))
+    manifest = ArchiveReader(store).manifest
+    paths = ["manifest.json"] + [f.path for ns in manifest.namespaces for f in ns.files]
+    signed = store.signed_url("manifest.json", expiry)
+    if signed is None:
+        local = store.local_path("manifest.json")
+        s.download_url = f"file://{local}" if local else f"{store.uri.rstrip('/')}/manifest.json"
+        s.download_urls = None
+        s.download_expires_at = None
+    else:
+        s.download_url = signed
+        s.download_urls = {p: store.signed_url(p, expiry) for p in paths}
+        s.download_expires_at = (datetime.now(UTC) + expiry).isoformat(timespec="seconds").replace("+00:00", "Z")
+    s.records_done = manifest.totals.records
+    s.bytes_done = manifest.totals.bytes
+    s.files_done = manifest.totals.files
+    ctx.save()

@@ -1,0 +1,165 @@
+"""Job state: what a job is doing, persisted atomically so it outlives the process.
+
+One JSON file per job under ``<data>/jobs/``. It holds no credentials:
+storage URIs are recorded credential-free and secrets come from the
+environment's credential chain at run time.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from spruce.errors import NotFound
+
+PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED = "Pending", "InProgress", "Completed", "Failed", "Cancelled"
+TERMINAL = (COMPLETED, FAILED, CANCELLED)
+
+
+class JobStatus(str):
+    """A status that also compares equal to its upper-case spelling ("COMPLETED", "IN_PROGRESS"),
+    so code written from the seed's description works unchanged."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def _norm(value: str) -> str:
+        return value.replace("_", "").replace(" ", "").lower()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):
+            return self._norm(self) == self._norm(other)
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    def __hash__(self) -> int:
+        return hash(self._norm(self))
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_job_id(kind: str) -> str:
+    return f"{'exp' if kind == 'export' else 'imp'}-{datetime.now(UTC):%Y%m%d%H%M%S}-{secrets.token_hex(4)}"
+
+
+@dataclass
+class JobState:
+    """The persisted record of one export or import job."""
+
+    id: str
+    kind: str  # "export" | "import"
+    index: str
+    uri: str  # credential-free storage URI
+    status: str = PENDING
+    options: dict[str, Any] = field(default_factory=dict)
+    created_at: str = field(default_factory=now)
+    started_at: str | None = None
+    finished_at: str | None = None
+    percent_complete: float = 0.0
+    records_total: int | None = None
+    records_done: int = 0
+    records_rejected: int = 0
+    bytes_done: int = 0
+    files_done: int = 0
+    files_total: int | None = None
+    error: str | None = None
+    download_url: str | None = None
+    download_urls: dict[str, str] | None = None
+    download_expires_at: str | None = None
+    snapshot_point: int | None = None
+    attempts: int = 0
+    cancel_requested: bool = False
+    rejects_path: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def public(self) -> dict[str, Any]:
+        """The status as users see it, in Pinecone's camelCase (as bulk import reports it)."""
+        d: dict[str, Any] = {
+            "id": self.id,
+            "kind": self.kind,
+            "index": self.index,
+            "uri": self.uri,
+            "status": self.status,
+            "percentComplete": round(self.percent_complete, 2),
+            "createdAt": self.created_at,
+            "startedAt": self.started_at,
+            "finishedAt": self.finished_at,
+            "error": self.error,
+            "bytesWritten" if self.kind == "export" else "bytesRead": self.bytes_done,
+            "recordsExported" if self.kind == "export" else "recordsImported": self.records_done,
+            "recordsTotal": self.records_total,
+            "filesDone": self.files_done,
+            "filesTotal": self.files_total,
+            "options": self.options,
+        }
+        if self.kind == "import":
+            d["recordsRejected"] = self.records_rejected
+            d["rejectsPath"] = self.rejects_path
+        if self.kind == "export":
+            d["snapshotPoint"] = self.snapshot_point
+            d["downloadUrl"] = self.download_url
+            d["downloadUrls"] = self.download_urls
+            d["downloadExpiresAt"] = self.download_expires_at
+        return d
+
+
+class JobStore:
+    """Job files in a folder; each write is temp file + fsync + rename, so a crash never
+    leaves a torn state file."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, job_id: str) -> Path:
+        if not job_id or "/" in job_id or job_id.startswith("."):
+            raise NotFound(f"job {job_id!r} not found")
+        return self.root / f"{job_id}.json"
+
+    def save(self, state: JobState) -> None:
+        path = self._path(state.id)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+        with open(tmp, "wb") as f:
+            f.write(orjson.dumps(state.to_dict(), option=orjson.OPT_INDENT_2))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def load(self, job_id: str) -> JobState:
+        path = self._path(job_id)
+        try:
+            data = orjson.loads(path.read_bytes())
+        except FileNotFoundError:
+            raise NotFound(f"job {job_id!r} not found") from None
+        return JobState(**{k: v for k, v in data.items() if k in JobState.__dataclass_fields__})
+
+    def all(self) -> list[JobState]:
+        out = []
+        for p in sorted(self.root.glob("*.json")):
+            try:
+                out.append(self.load(p.stem))
+            except (NotFound, orjson.JSONDecodeError, TypeError):
+                continue
+        out.sort(key=lambda s: s.created_at)
+        return out
+
+    def side_file(self, job_id: str, suffix: str) -> Path:
+        return self._path(job_id).with_suffix(suffix)
