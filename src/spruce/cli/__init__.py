@@ -14,6 +14,7 @@ from spruce.cli import index as index_cmds
 from spruce.cli import jobs as jobs_cmds
 from spruce.cli import restore as restore_cmds
 from spruce.cli import stats as stats_cmds
+from spruce.cli import verify as verify_cmds
 from spruce.cli.common import GlobalOptions, fail
 from spruce.errors import SpruceError
 
@@ -41,6 +42,8 @@ app.command("stats")(stats_cmds.stats)
 app.command("export", help=export_cmds.HELP)(export_cmds.export)
 app.command("restore", help=restore_cmds.HELP)(restore_cmds.restore)
 app.add_typer(jobs_cmds.app, name="jobs")
+app.command("verify", help=verify_cmds.VERIFY_HELP)(verify_cmds.verify)
+app.command("inspect")(verify_cmds.inspect)
 
 
 def main(argv: list[str] | None = None) -> None:

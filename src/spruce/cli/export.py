@@ -28,7 +28,7 @@ def export(
     namespace: list[str] = typer.Option(None, "--namespace", "-n",
                                         help="Export only this namespace (repeatable; __default__ is the default)."),
     filter: str = typer.Option(None, "--filter", help="Export only records matching this metadata filter (JSON)."),
-    compression_level: int = typer.Option(None, "--compression-level", min=0, max=9, help="gzip level (0-9)."),
+    compression_level: int = typer.Option(None, "--compression-level", min=0, max=9, help="gzip level 0-3 (isal) for jsonl.gz."),
     part_size_mb: int = typer.Option(None, "--part-size-mb", min=1, help="Roll parts over at about this size."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an archive already at DEST."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Start the job and return its id at once."),

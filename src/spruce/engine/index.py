@@ -124,7 +124,11 @@ class Transaction:
         self._conn = index._conn
         self.touched: set[str] = set()
 
-    def upsert(self, namespace: str, batch: RecordBatch, *, on_conflict: str = "overwrite") -> int:
+    def upsert(self, namespace: str, batch: RecordBatch, *, on_conflict: str = "overwrite",
+               validate: bool = True) -> int:
+        if validate:
+            cfg = self._index.config
+            validate_batch(batch, dimension=cfg.dimension, vector_type=cfg.vector_type)
         return self._index._write_batch(self._conn, normalize_namespace(namespace), batch, on_conflict,
                                         self.touched)
 

@@ -61,8 +61,10 @@ def start_export(engine: Engine, index: str, storage_path: str, *, format: str =
         if isinstance(namespaces, str):
             raise InvalidArgument("namespaces must be a list of namespace names")
         namespaces = list(dict.fromkeys(normalize_namespace(n) for n in namespaces))
-    if compression_level is not None and not (isinstance(compression_level, int) and 0 <= compression_level <= 9):
-        raise InvalidArgument(f"compression_level must be an integer from 0 to 9, got {compression_level!r}")
+    if compression_level is not None and format == "jsonl.gz" and not (
+            isinstance(compression_level, int) and 0 <= compression_level <= 3):
+        raise InvalidArgument(f"compression_level for jsonl.gz must be an integer from 0 to 3 (isal's levels), "
+                              f"got {compression_level!r}")
     for name, v in (("part_max_bytes", part_max_bytes), ("part_max_records", part_max_records)):
         if v is not None and (not isinstance(v, int) or v < 1):
             raise InvalidArgument(f"{name} must be a positive integer, got {v!r}")

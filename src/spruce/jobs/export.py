@@ -10,7 +10,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from spruce import __version__
 from spruce.archive import ArchiveReader, ArchiveWriter
 from spruce.errors import AlreadyExists, ArchiveIncomplete, IntegrityError, NotFound
 from spruce.jobs.manager import JobContext
@@ -45,32 +44,28 @@ def run_export(ctx: JobContext) -> None:
         s.records_done = s.bytes_done = s.files_done = 0
         ctx.save()
         filt = opts.get("filter")
-        scanned = 0
 
         def on_progress(records: int, nbytes: int) -> None:
             ctx.progress(records=records, bytes=nbytes)
 
+        sizes = {k: opts[k] for k in ("part_max_bytes", "part_max_records") if opts.get(k)}
         writer = ArchiveWriter(
             store,
             format=opts.get("format", "jsonl.gz"),
             compression_level=opts.get("compression_level"),
-            part_max_bytes=opts.get("part_max_bytes"),
-            part_max_records=opts.get("part_max_records"),
             on_progress=on_progress,
+            **sizes,
         )
         writer.begin()
         try:
             for ns in counts:
-                writer.start_namespace(ns)
                 for batch in snap.iter_batches(ns, batch_size=opts.get("batch_size", 2000), filter=filt):
                     ctx.check_cancel()
                     writer.write(ns, batch)
-                    scanned += len(batch)
             ctx.check_cancel()
             cfg = snap.config
             writer.commit(
                 export_id=s.id,
-                spruce_version=__version__,
                 source={
                     "kind": "spruce",
                     "index": cfg.name,
@@ -113,7 +108,7 @@ def _publish_links(ctx: JobContext, store: Any) -> None:
         s.download_url = signed
         s.download_urls = {p: store.signed_url(p, expiry) for p in paths}
         s.download_expires_at = (datetime.now(UTC) + expiry).isoformat(timespec="seconds").replace("+00:00", "Z")
-    s.records_done = manifest.totals.records
-    s.bytes_done = manifest.totals.bytes
-    s.files_done = manifest.totals.files
+    s.records_done = manifest.totals["records"]
+    s.bytes_done = manifest.totals["bytes"]
+    s.files_done = manifest.totals["files"]
     ctx.save()

@@ -30,9 +30,25 @@ def run_import(ctx: JobContext) -> None:
     store = open_store(s.uri, **ctx.storage_options())
     source = open_source(store, namespace=normalize_namespace(opts.get("namespace")))
     nsmap = {normalize_namespace(k): normalize_namespace(v) for k, v in (opts.get("namespace_map") or {}).items()}
+    created = not ctx.engine.has_index(s.index)
     index = _target_index(ctx, source)
+    try:
+        _apply(ctx, source, index, nsmap, on_conflict, error_mode)
+    except BaseException:
+        # An index this job created and that received nothing is removed: a failed restore
+        # leaves the target as it found it.
+        if created and s.attempts <= 1 and not any(
+                index.get_marker(f"import:{s.id}:file:{i}") for i in range(s.files_total or 0)):
+            ctx.engine.delete_index(s.index)
+            s.notes.append(f"removed index {s.index!r}: this job created it and nothing was applied")
+        raise
+
+
+def _apply(ctx: JobContext, source: Any, index: Any, nsmap: dict[str, str], on_conflict: str,
+           error_mode: str) -> None:
+    s = ctx.state
     cfg = index.config
-    entries = list(source.entries)
+    entries = list(source.files)
     s.files_total = len(entries)
     known = [e.records for e in entries]
     s.records_total = sum(known) if all(n is not None for n in known) else None
@@ -66,14 +82,16 @@ def run_import(ctx: JobContext) -> None:
                 for batch in source.read(entry, dimension=cfg.dimension, vector_type=cfg.vector_type,
                                          on_error=on_error if error_mode == "continue" else None):
                     ctx.check_cancel()
-                    tx.upsert(target_ns, batch, on_conflict="overwrite" if on_conflict == "fail" else on_conflict)
+                    tx.upsert(target_ns, batch, on_conflict="overwrite" if on_conflict == "fail" else on_conflict,
+                              validate=False)  # the reader validated against this index's shape
                     applied += len(batch)
                     ctx.progress(records=len(batch))
                 tx.set_marker(f"{prefix}file:{i}", {"records": applied, "rejected": len(rejects)})
         except (IntegrityError, ValidationError) as exc:
             ctx.progress(records=-applied)
             if error_mode != "continue":
-                raise type(exc)(_with_file(str(exc), entry.path)) if isinstance(exc, IntegrityError) else exc
+                where = f"{source.store.uri.rstrip('/')}/{entry.path}" if entry.path else source.store.uri
+                raise type(exc)(_with_file(str(exc), entry.path, where)) if isinstance(exc, IntegrityError) else exc
             rejects = [{"file": entry.path, "line": None, "record": None, "id": None, "field": None,
                         "reason": f"whole file skipped: {exc}"}]
             with index.transaction() as tx:
@@ -89,14 +107,20 @@ def run_import(ctx: JobContext) -> None:
         ctx.progress(files=1, rejected=len(rejects), force=True)
 
 
-def _with_file(message: str, path: str) -> str:
-    return message if path in message else f"{path}: {message}"
+def _with_file(message: str, path: str, where: str) -> str:
+    """Name the file by its full URI, so the message says which archive it came from."""
+    if path and message.startswith(f"{path}: "):
+        return f"{where}: {message[len(path) + 2:]}"
+    return message if where in message else f"{where}: {message}"
 
 
 def _target_index(ctx: JobContext, source: Any) -> Any:
     """The target index: created from the manifest, the options or the data when missing."""
     s, opts, engine = ctx.state, ctx.state.options, ctx.engine
-    info = source.index_info()  # dimension, metric, vector_type as the archive/data says
+    dim, vtype = source.infer()  # from the manifest, or the first record of plain files
+    info: dict[str, Any] = {"dimension": dim, "vector_type": vtype}
+    if source.manifest is not None:
+        info["metric"] = source.manifest.source.get("metric")
     dimension = opts.get("dimension") or info.get("dimension")
     vector_type = opts.get("vector_type") or info.get("vector_type") or "dense"
     metric = opts.get("metric") or info.get("metric")
@@ -127,9 +151,10 @@ def _precheck_conflicts(ctx: JobContext, source: Any, entries: list[Any], nsmap:
     total = 0
     for entry in entries:
         target_ns = nsmap.get(entry.namespace, entry.namespace)
-        for ids in source.read_ids(entry):
+        cfg = index.config
+        for batch in source.read(entry, dimension=cfg.dimension, vector_type=cfg.vector_type):
             ctx.check_cancel()
-            found = index.existing_ids(target_ns, ids)
+            found = index.existing_ids(target_ns, batch.ids)
             total += len(found)
             conflicts.extend(found[: max(0, 5 - len(conflicts))])
     if total:
