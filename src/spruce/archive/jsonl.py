@@ -1,0 +1,108 @@
+"""JSON Lines records: encoding a RecordBatch into lines, and exact JSON decoding.
+
+One record per line, keys in the order ``id``, ``values``, ``sparse_values``,
+``metadata``; absent parts are omitted. float32 numbers are written in the
+shortest form that parses back to the same float32 (orjson's numpy float32
+formatting), so a dense vector survives a round trip bit for bit.
+
+orjson cannot write integers beyond 64 bits or strings holding lone
+surrogates, nor read escaped lone surrogates; for such records both directions
+fall back to the standard library, so nothing valid is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import orjson
+
+from spruce.records import RecordBatch
+
+_DUMPS_OPT = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
+
+
+def _slow_line(rec: dict[str, Any]) -> bytes:
+    """Standard-library encoding for what orjson refuses (big ints, lone surrogates)."""
+    out: dict[str, Any] = {}
+    for key, value in rec.items():
+        if key == "values":
+            # float32 -> Python float is exact, and repr() of that double round-trips.
+            out[key] = value.tolist()
+        elif key == "sparse_values":
+            out[key] = {"indices": value["indices"].tolist(), "values": value["values"].tolist()}
+        else:
+            out[key] = value
+    return json.dumps(out, ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode("ascii") + b"\n"
+
+
+def _sparse_dict(sv: Any) -> dict[str, np.ndarray]:
+    return {
+        "indices": np.ascontiguousarray(sv.indices, dtype=np.uint32),
+        "values": np.ascontiguousarray(sv.values, dtype=np.float32),
+    }
+
+
+def encode_lines(batch: RecordBatch) -> list[bytes]:
+    """One newline-terminated JSON line per record of ``batch``."""
+    ids = batch.ids
+    n = len(ids)
+    rows: list[Any] | None = None
+    if batch.values is not None:
+        values = np.ascontiguousarray(batch.values, dtype=np.float32)
+        if values.ndim != 2 or values.shape[0] != n:
+            raise ValueError(f"values must be an (n, d) matrix with n={n}, got shape {values.shape}")
+        rows = list(values)  # row views, made in one call
+    sparse = batch.sparse
+    metadata = batch.metadata
+    dumps = orjson.dumps
+    opt = _DUMPS_OPT
+    out: list[bytes] = []
+    append = out.append
+    for i in range(n):
+        rec: dict[str, Any] = {"id": ids[i]}
+        if rows is not None:
+            rec["values"] = rows[i]
+        if sparse is not None and (sv := sparse[i]) is not None:
+            rec["sparse_values"] = _sparse_dict(sv)
+        if (md := metadata[i]) is not None:
+            rec["metadata"] = md
+        try:
+            append(dumps(rec, option=opt))
+        except (orjson.JSONEncodeError, TypeError):
+            append(_slow_line(rec))
+    return out
+
+
+def dumps_metadata(md: dict[str, Any]) -> bytes:
+    """Metadata as compact JSON text (the Parquet ``metadata`` column)."""
+    try:
+        return orjson.dumps(md)
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(md, ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode("ascii")
+
+
+def loads_record(raw: bytes | str) -> Any:
+    """Parse one record's JSON. Integers beyond 64 bits (which records.validate_metadata rejects
+    anyway) come back as floats, as in most JSON parsers."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _stdlib_loads(raw)
+
+
+loads_metadata = loads_record
+
+
+def _stdlib_loads(raw: bytes | str) -> Any:
+    """What orjson rejects but is still JSON (escaped lone surrogates); else orjson's error."""
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except ValueError:
+        pass
+    return orjson.loads(raw)  # raises orjson's (clearer) error
+
+
+def _reject_constant(token: str) -> Any:
+    raise ValueError(f"{token} is not valid JSON")

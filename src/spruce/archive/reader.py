@@ -1,0 +1,352 @@
+"""Reading data files back as RecordBatches, checking them against the manifest as they stream.
+
+``read_data_file`` is the one reader of data files: archives (strict: the
+manifest's sha256, size and record count must hold, the Parquet schema must be
+the import schema, a bad record is a CorruptRecord) and plain files (no
+expectations; a bad record is a ValidationError) both go through it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from spruce.archive.decode import Assembler, BadJson, OnError, Shape
+from spruce.archive.jsonl import loads_record
+from spruce.archive.manifest import MANIFEST_NAME, FileEntry, Manifest, NamespaceEntry, parse_manifest
+from spruce.archive.parquet import IMPORT_SCHEMA, schema_matches
+from spruce.archive.streams import READ_CHUNK, DecodeFailure, ReadPipeline
+from spruce.errors import (
+    ArchiveIncomplete,
+    ChecksumMismatch,
+    CorruptRecord,
+    MissingFile,
+    RecordCountMismatch,
+    ValidationError,
+)
+from spruce.records import RecordBatch
+from spruce.storage.base import Store
+
+if TYPE_CHECKING:
+    from spruce.archive.verify import VerifyReport
+
+DEFAULT_BATCH_SIZE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    """A data file to read: where, what format, and what the manifest promises (None: nothing)."""
+
+    namespace: str
+    path: str
+    format: str  # "jsonl.gz" | "jsonl" | "parquet"
+    sha256: str | None = None
+    records: int | None = None
+    bytes: int | None = None
+
+    @classmethod
+    def from_entry(cls, entry: FileEntry, *, namespace: str, fmt: str) -> SourceFile:
+        return cls(namespace=namespace, path=entry.path, format=fmt, sha256=entry.sha256,
+                   records=entry.records, bytes=entry.bytes)
+
+
+def corrupt(err: ValidationError) -> CorruptRecord:
+    """An archive's bad record: same location and reason, as an IntegrityError."""
+    exc = CorruptRecord(f"corrupt record: {err}")
+    exc.file, exc.line, exc.record, exc.field = err.file, err.line, err.record, err.field  # type: ignore[attr-defined]
+    exc.__cause__ = err
+    return exc
+
+
+def _check_bytes(f: SourceFile, sha: str | None, size: int, *, cause: str | None = None) -> None:
+    why = f" ({cause})" if cause else ""
+    if f.bytes is not None and size != f.bytes:
+        raise ChecksumMismatch(f"{f.path}: {size} bytes, the manifest says {f.bytes}{why}")
+    if f.sha256 is not None and sha != f.sha256:
+        raise ChecksumMismatch(f"{f.path}: sha256 is {sha}, the manifest says {f.sha256}{why}")
+
+
+def _check_count(f: SourceFile, count: int) -> None:
+    if f.records is not None and count != f.records:
+        raise RecordCountMismatch(f"{f.path}: holds {count} records, the manifest says {f.records}")
+
+
+def read_data_file(
+    store: Store,
+    f: SourceFile,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    dimension: int | None = None,
+    vector_type: str | None = None,
+    on_error: OnError | None = None,
+    strict: bool = False,
+    shape: Shape | None = None,
+) -> Iterator[RecordBatch]:
+    """Yield the records of one data file in order, in batches of up to ``batch_size``.
+
+    JSON Lines files stream (gunzip and sha256 in a background thread); their
+    checksum and record count are checked at the end of the file, so records
+    come out before the file is known to be intact. Parquet files are hashed
+    before the first record comes out.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    asm = Assembler(f.path, by_line=f.format != "parquet", shape=shape or Shape(dimension, vector_type),
+                    on_error=on_error)
+    if f.format == "parquet":
+        yield from _read_parquet(store, f, asm, batch_size, strict)
+    else:
+        yield from _read_jsonl(store, f, asm, batch_size, strict)
+
+
+def _open(store: Store, f: SourceFile) -> Any:
+    try:
+        return store.open_reader(f.path)
+    except FileNotFoundError:
+        raise MissingFile(f"{f.path}: listed but absent from {store.uri}") from None
+
+
+def _read_jsonl(store: Store, f: SourceFile, asm: Assembler, batch_size: int,
+                strict: bool) -> Iterator[RecordBatch]:
+    pipe = ReadPipeline(_open(store, f), gzip=f.format == "jsonl.gz")
+    counter = [0]
+    try:
+        try:
+            yield from _jsonl_batches(pipe, asm, batch_size, counter)
+        except DecodeFailure as e:
+            sha, size = pipe.finish_hash()
+            _check_bytes(f, sha, size, cause=str(e))
+            raise CorruptRecord(f"{f.path}: {e}") from None
+        except ValidationError as e:
+            if f.sha256 is not None or f.bytes is not None:
+                # A bad record in a file that differs from the manifest: the file is the problem.
+                sha, size = pipe.finish_hash()
+                _check_bytes(f, sha, size, cause=f"found while reading line {e.line}")
+            if strict:
+                raise corrupt(e) from e
+            raise
+        _check_bytes(f, pipe.sha256, pipe.size)
+        _check_count(f, counter[0])
+    finally:
+        pipe.close()
+
+
+def _parse_line(seg: bytes) -> Any:
+    """A line's record, BadJson when it is not JSON, or None for a blank line."""
+    if seg.isspace():
+        return None
+    try:
+        return loads_record(seg)  # the standard library's second opinion on what orjson refused
+    except ValueError as e:
+        return BadJson(str(e))
+
+
+def _jsonl_batches(pipe: ReadPipeline, asm: Assembler, batch_size: int,
+                   counter: list[int]) -> Iterator[RecordBatch]:
+    """Split decompressed chunks into lines (memoryview slices: no copy per line) and parse them."""
+    objs: list[Any] = []
+    locs: list[int] = []
+    line = 0
+    pending = b""
+    loads = orjson.loads
+    decode_error = orjson.JSONDecodeError
+    for chunk in pipe:
+        pos = 0
+        if pending:
+            end = chunk.find(b"\n")
+            if end < 0:
+                pending += chunk
+                continue
+            line += 1
+            obj = _parse_line(pending + chunk[:end])
+            pending = b""
+            pos = end + 1
+            if obj is not None:
+                objs.append(obj)
+                locs.append(line)
+        find = chunk.find
+        mv = memoryview(chunk)
+        while True:
+            end = find(b"\n", pos)
+            if end < 0:
+                break
+            line += 1
+            if end > pos:
+                try:
+                    obj = loads(mv[pos:end])
+                except decode_error:
+                    obj = _parse_line(chunk[pos:end])
+                if obj is not None:
+                    objs.append(obj)
+                    locs.append(line)
+                    if len(objs) >= batch_size:
+                        counter[0] += len(objs)
+                        batch = asm.from_objects(objs, locs)
+                        objs, locs = [], []
+                        if batch is not None:
+                            yield batch
+            pos = end + 1
+        pending = chunk[pos:]
+    if pending:
+        line += 1
+        obj = _parse_line(pending)
+        if obj is not None:
+            objs.append(obj)
+            locs.append(line)
+    if objs:
+        counter[0] += len(objs)
+        batch = asm.from_objects(objs, locs)
+        if batch is not None:
+            yield batch
+
+
+def _hash_stream(src: Any, sink: Any = None) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    with src:
+        while data := src.read(READ_CHUNK):
+            h.update(data)
+            size += len(data)
+            if sink is not None:
+                sink.write(data)
+    return h.hexdigest(), size
+
+
+def _read_parquet(store: Store, f: SourceFile, asm: Assembler, batch_size: int,
+                  strict: bool) -> Iterator[RecordBatch]:
+    local = store.local_path(f.path)
+    tmp = None
+    try:
+        if local is not None:
+            if not os.path.isfile(local):
+                raise MissingFile(f"{f.path}: listed but absent from {store.uri}")
+            if f.sha256 is not None:
+                sha, size = _hash_stream(_open(store, f))
+            else:
+                sha, size = None, os.path.getsize(local)
+            where: str = local
+        else:
+            # Parquet needs random access: spool the object to a temporary file, hashing it on the way.
+            tmp = tempfile.NamedTemporaryFile(prefix="spruce-", suffix=".parquet")  # noqa: SIM115
+            sha, size = _hash_stream(_open(store, f), tmp)
+            tmp.flush()
+            where = tmp.name
+        _check_bytes(f, sha, size)
+        try:
+            pf = pq.ParquetFile(where, memory_map=True)
+        except (pa.ArrowException, OSError) as e:
+            raise CorruptRecord(f"{f.path}: not a readable Parquet file: {e}") from None
+        with pf:
+            schema = pf.schema_arrow
+            if strict and not schema_matches(schema):
+                raise CorruptRecord(f"{f.path}: the Parquet schema is not the import schema: "
+                                    f"found {_schema_text(schema)}, expected {_schema_text(IMPORT_SCHEMA)}")
+            try:
+                asm.check_arrow_schema(schema)
+            except ValidationError as e:
+                if strict:
+                    raise corrupt(e) from e
+                raise
+            _check_count(f, pf.metadata.num_rows)
+            columns = [c for c in ("id", "values", "sparse_values", "metadata") if c in schema.names]
+            row = 0
+            batches = pf.iter_batches(batch_size=batch_size, columns=columns, use_threads=True)
+            while True:
+                try:
+                    rb = next(batches)
+                except StopIteration:
+                    break
+                except (pa.ArrowException, OSError) as e:
+                    raise CorruptRecord(f"{f.path}: cannot decode the Parquet data after row {row}: {e}") from None
+                try:
+                    batch = asm.from_arrow(rb, row)
+                except ValidationError as e:
+                    if strict:
+                        raise corrupt(e) from e
+                    raise
+                row += rb.num_rows
+                if batch is not None:
+                    yield batch
+    finally:
+        if tmp is not None:
+            tmp.close()
+
+
+def _schema_text(schema: pa.Schema) -> str:
+    return "{" + ", ".join(f"{fld.name}: {fld.type}{'' if fld.nullable else ' not null'}"
+                           for fld in schema) + "}"
+
+
+class ArchiveReader:
+    """Reads a committed archive. Every file is checked against the manifest while it is read."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._manifest: Manifest | None = None
+
+    @property
+    def manifest(self) -> Manifest:
+        """The validated manifest. ArchiveIncomplete when absent; ManifestInvalid when wrong."""
+        if self._manifest is None:
+            self._manifest = load_manifest(self.store)
+        return self._manifest
+
+    def files(self) -> list[SourceFile]:
+        m = self.manifest
+        return [SourceFile.from_entry(f, namespace=ns.name, fmt=m.file_format)
+                for ns in m.namespaces for f in ns.files]
+
+    def iter_batches(
+        self,
+        entry: NamespaceEntry | FileEntry | SourceFile,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        dimension: int | None = None,
+        vector_type: str | None = None,
+        on_error: OnError | None = None,
+    ) -> Iterator[RecordBatch]:
+        """Records of one namespace (all its files, in order) or of one file.
+
+        The dimension and vector type default to the manifest's source index.
+        Raises MissingFile, ChecksumMismatch, RecordCountMismatch or
+        CorruptRecord (naming the file, and the line or row) when the data is
+        not what the manifest says.
+        """
+        m = self.manifest
+        dimension = m.dimension if dimension is None else dimension
+        vector_type = vector_type or m.vector_type
+        if isinstance(entry, NamespaceEntry):
+            files = [SourceFile.from_entry(f, namespace=entry.name, fmt=m.file_format) for f in entry.files]
+        elif isinstance(entry, FileEntry):
+            files = [SourceFile.from_entry(entry, namespace=m.namespace_of(entry).name, fmt=m.file_format)]
+        else:
+            files = [entry]
+        shape = Shape(dimension, vector_type)
+        for f in files:
+            yield from read_data_file(self.store, f, batch_size=batch_size, on_error=on_error,
+                                      strict=True, shape=shape)
+
+    def verify(self, *, batch_size: int = 4096) -> VerifyReport:
+        """Re-read every file; a VerifyReport listing every problem found (see spruce.archive.verify)."""
+        from spruce.archive.verify import verify_archive
+
+        return verify_archive(self.store, batch_size=batch_size)
+
+
+def load_manifest(store: Store) -> Manifest:
+    try:
+        raw = store.get_bytes(MANIFEST_NAME)
+    except FileNotFoundError:
+        raise ArchiveIncomplete(
+            f"{store.uri}: no {MANIFEST_NAME}: the export that wrote this archive never committed "
+            "(it crashed, was cancelled or is still running); export again") from None
+    return parse_manifest(raw, where=MANIFEST_NAME)
+

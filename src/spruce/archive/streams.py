@@ -1,0 +1,178 @@
+"""Byte plumbing: hash-while-writing sinks and a read-ahead, hash-while-reading gunzip thread."""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+from isal import isal_zlib
+
+from spruce.storage.base import Writer
+
+READ_CHUNK = 1 << 20  # raw bytes read from the store at a time
+MAX_OUT = 8 << 20  # cap on decompressed bytes per step (bounds memory on highly compressible input)
+_GZIP_WBITS = 31
+
+
+class HashingSink:
+    """A write-only file object that hashes and counts what goes to a Store writer."""
+
+    def __init__(self, writer: Writer) -> None:
+        self.writer = writer
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        n = len(data)
+        if n:
+            self.sha.update(data)
+            self.writer.write(data)
+            self.size += n
+        return n
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        pass
+
+    def writable(self) -> bool:
+        return True
+
+    def close(self) -> None:  # the owner closes the Store writer explicitly
+        self.closed = True
+
+
+class DecodeFailure(Exception):
+    """The byte stream could not be decompressed (corrupt or truncated gzip)."""
+
+
+class ReadPipeline:
+    """Reads a stored object in a background thread: hash + count raw bytes, gunzip, hand over chunks.
+
+    Iterating yields decompressed chunks in order. ``sha256``/``size`` are final
+    once iteration has ended (normally or with DecodeFailure), or after
+    ``finish_hash()``, which stops decompressing and hashes the rest of the raw
+    object (used to tell a checksum mismatch from a bad record).
+    """
+
+    _END = object()
+
+    def __init__(self, raw: BinaryIO, *, gzip: bool, depth: int = 4) -> None:
+        self._raw = raw
+        self._gzip = gzip
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()  # stop decompressing; keep hashing
+        self._closed = threading.Event()  # consumer is gone; stop everything
+        self._sha = hashlib.sha256()
+        self.size = 0
+        self._error: BaseException | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="spruce-archive-read", daemon=True)
+        self._thread.start()
+
+    @property
+    def sha256(self) -> str:
+        return self._sha.hexdigest()
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set() and not self._closed.is_set():
+            try:
+                self._q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _hash(self, data: bytes) -> None:
+        self._sha.update(data)
+        self.size += len(data)
+
+    def _drain_raw(self) -> None:
+        while not self._closed.is_set():
+            data = self._raw.read(READ_CHUNK)
+            if not data:
+                return
+            self._hash(data)
+
+    def _run(self) -> None:
+        try:
+            d = isal_zlib.decompressobj(_GZIP_WBITS) if self._gzip else None
+            fed = False  # has the current gzip member seen any input?
+            any_data = False
+            while not self._closed.is_set():
+                data = self._raw.read(READ_CHUNK)
+                if not data:
+                    break
+                any_data = True
+                self._hash(data)
+                if self._stop.is_set():
+                    continue
+                if d is None:
+                    self._put(data)
+                    continue
+                try:
+                    d, fed = self._gunzip(d, fed, data)
+                except isal_zlib.error as e:
+                    self._error = DecodeFailure(f"corrupt gzip data: {e}")
+                    self._drain_raw()
+                    return
+            if d is not None and not self._stop.is_set() and not self._closed.is_set():
+                if not any_data:
+                    self._error = DecodeFailure("empty file: not gzip data")
+                elif fed and not d.eof:
+                    self._error = DecodeFailure("gzip data ends early (truncated file)")
+        except BaseException as e:  # I/O errors from the store
+            self._error = e
+        finally:
+            self._done.set()
+            self._put(self._END)
+
+    def _gunzip(self, d: Any, fed: bool, data: bytes) -> tuple[Any, bool]:
+        """Feed ``data``; a new gzip member may follow the end of one (multi-member files)."""
+        while data:
+            out = d.decompress(data, MAX_OUT)
+            fed = True
+            if out:
+                self._put(out)
+            data = d.unconsumed_tail
+            while not data and not d.eof:
+                out = d.decompress(b"", MAX_OUT)
+                if not out:
+                    break
+                self._put(out)
+            if d.eof:
+                data = d.unused_data
+                d = isal_zlib.decompressobj(_GZIP_WBITS)
+                fed = False
+        return d, fed
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            item = self._q.get()
+            if item is self._END:
+                self._thread.join()
+                if self._error is not None:
+                    raise self._error
+                return
+            yield item
+
+    def finish_hash(self) -> tuple[str, int]:
+        """Stop decompressing, hash the remaining raw bytes, return (sha256, size)."""
+        self._stop.set()
+        self._done.wait()
+        self._thread.join()
+        return self.sha256, self.size
+
+    def close(self) -> None:
+        self._closed.set()
+        self._stop.set()
+        self._thread.join(timeout=5)
+        try:
+            self._raw.close()
+        except Exception:
+            pass
