@@ -115,7 +115,7 @@ def main() -> None:
     console.print("[bold green]identical:[/] every record of demo-restored equals demo, float32 values bit for bit")
 
 
-def compare(a, b) -> int:  # noqa: ANN001 - two client Index handles
+def compare(a, b) -> int:
     """Every record in both indexes, compared exactly (ids, float32 bits, metadata)."""
     sa, sb = a.describe_index_stats(), b.describe_index_stats()
     if sa.namespaces != sb.namespaces:
