@@ -1,0 +1,56 @@
+"""``spruce serve``: Pinecone's REST API over the embedded engine (FastAPI + uvicorn)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+
+from spruce.engine import Engine
+from spruce.errors import SpruceError
+from spruce.server.app import create_app
+
+__all__ = ["UnsafeBind", "create_app", "is_loopback", "run_server"]
+
+
+class UnsafeBind(SpruceError):
+    """Refusing to serve an unauthenticated index beyond this machine."""
+
+    status = 400
+    code = "FAILED_PRECONDITION"
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def run_server(engine_or_data_dir: Engine | str | os.PathLike[str] | None, host: str = "127.0.0.1",
+               port: int = 5080, api_key: str | None = None, *, allow_remote: bool = False,
+               public_url: str | None = None, public_docs: bool = False, log_level: str = "info",
+               access_log: bool = True) -> None:
+    """Serve until interrupted (Ctrl-C / SIGTERM).
+
+    Without ``api_key`` only a loopback host is allowed, unless ``allow_remote``.
+    An engine opened here from a data folder is closed on the way out.
+    """
+    import uvicorn
+
+    if not api_key and not is_loopback(host) and not allow_remote:
+        raise UnsafeBind(
+            f"refusing to serve on {host} without an API key: anyone who can reach it could read and "
+            "delete every index. Set an API key, bind to 127.0.0.1, or pass allow_remote to accept the risk")
+    owned = not isinstance(engine_or_data_dir, Engine)
+    engine = Engine.open(engine_or_data_dir) if owned else engine_or_data_dir  # type: ignore[arg-type]
+    assert isinstance(engine, Engine)
+    try:
+        app = create_app(engine, api_key=api_key, public_url=public_url, public_docs=public_docs)
+        config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
+                                server_header=False)
+        uvicorn.Server(config).run()
+    finally:
+        if owned:
+            engine.close()
