@@ -789,8 +789,23 @@ class ObjectStore(Store):
             self._check_container(key)
             return False
         except Exception as exc:
-            raise self._describe(exc, key) from None
+            raise self._explain_head_error(exc, key) from None
         return True
+
+    def _explain_head_error(self, exc: BaseException, key: str) -> StorageError:
+        """A HEAD answer has no body, so a refusal says only "403": a wrong secret and a missing
+        permission look alike. A one-item listing gets the server's error code to tell them apart."""
+        err = self._describe(exc, key)
+        if _XML_CODE.search(str(exc).split("\n\nDebug source:", 1)[0]) or not isinstance(
+                exc, (PermissionDeniedError, UnauthenticatedError)):
+            return err
+        try:
+            next(iter(obstore.list(self._inner, prefix=key, chunk_size=1)), None)
+        except Exception as probe:
+            better = self._describe(probe, key)
+            if "authentication failed" in str(better) or "does not exist" in str(better):
+                return better
+        return err
 
     def delete(self, path: str) -> None:
         key = self._key(path)
