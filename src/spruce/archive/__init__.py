@@ -18,7 +18,7 @@ from spruce.archive.manifest import (
 from spruce.archive.naming import DEFAULT_DIR, decode_dir, encode_namespace
 from spruce.archive.parquet import IMPORT_SCHEMA
 from spruce.archive.plain import Source, open_source
-from spruce.archive.reader import ArchiveReader, SourceFile, read_data_file
+from spruce.archive.reader import ArchiveReader, SourceFile, check_file_bytes, read_data_file
 from spruce.archive.verify import Problem, VerifyReport, verify_archive
 from spruce.archive.writer import (
     DEFAULT_GZIP_LEVEL,
@@ -48,6 +48,7 @@ __all__ = [
     "Source",
     "SourceFile",
     "VerifyReport",
+    "check_file_bytes",
     "decode_dir",
     "encode_namespace",
     "load_schema",

@@ -74,6 +74,16 @@ def _check_bytes(f: SourceFile, sha: str | None, size: int, *, cause: str | None
         raise ChecksumMismatch(f"{f.path}: sha256 is {sha}, the manifest says {f.sha256}{why}")
 
 
+def check_file_bytes(store: Store, f: SourceFile) -> None:
+    """Hash a file without decoding it and compare size and sha256 with the manifest.
+
+    A restore runs this over every file before applying any, so a corrupt archive is
+    refused whole rather than discovered half-way.
+    """
+    sha, size = _hash_stream(_open(store, f))
+    _check_bytes(f, sha, size)
+
+
 def _check_count(f: SourceFile, count: int) -> None:
     if f.records is not None and count != f.records:
         raise RecordCountMismatch(f"{f.path}: holds {count} records, the manifest says {f.records}")

@@ -2,27 +2,52 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import typer
 from rich.table import Table
 
-from spruce.cli.common import client, console, fail
+from spruce.cli.common import GlobalOptions, client, console, fail
 from spruce.cli.progress import follow
+from spruce.jobs.state import JobStore
 
 app = typer.Typer(help="List, show, cancel and resume export and import jobs.", no_args_is_help=True)
 
 
+def _open(ctx: typer.Context) -> tuple[Any, JobStore]:
+    """The client and its job store; or, while another process (e.g. a ``--no-wait`` worker) owns the
+    data folder, no client and the job files themselves (replaced atomically: safe to read)."""
+    from spruce.client import Client
+    from spruce.engine.engine import DataDirLocked, resolve_data_dir
+
+    opts: GlobalOptions = ctx.obj or GlobalOptions()
+    if opts.host:  # --host: the server's jobs, through its client
+        return client(ctx), None
+    try:
+        c = Client(data_dir=opts.data, resume_jobs=False)
+    except DataDirLocked:
+        return None, JobStore(resolve_data_dir(opts.data) / "jobs")
+    except Exception:
+        c = client(ctx)  # fails with the usual one-line error
+    return c, c.jobs.store
+
+
 def _status(c, s) -> str:
-    if s.status in ("InProgress", "Pending") and not c.jobs.is_active(s.id):
-        return f"{s.status} (interrupted: spruce jobs resume {s.id})"
+    if s.status in ("InProgress", "Pending"):
+        if c is None:
+            return f"{s.status} (another process owns the data folder)"
+        if not c.jobs.is_active(s.id):
+            return f"{s.status} (interrupted: spruce jobs resume {s.id})"
     return s.status
 
 
 @app.command("list")
 def list_(ctx: typer.Context) -> None:
     """List jobs, oldest first."""
-    c = client(ctx)
+    c, store = _open(ctx)
     table = Table("id", "kind", "index", "status", "%", "records", "created", "uri")
-    for s in c.jobs.list():
+    for s in (c.jobs.list() if c is not None else store.all()):
         table.add_row(s.id, s.kind, s.index, _status(c, s), f"{s.percent_complete:.0f}", f"{s.records_done:,}",
                       s.created_at, s.uri)
     console.print(table)
@@ -31,8 +56,8 @@ def list_(ctx: typer.Context) -> None:
 @app.command("show")
 def show(ctx: typer.Context, job_id: str) -> None:
     """Show one job's full status."""
-    c = client(ctx)
-    s = c.jobs.describe(job_id)
+    c, store = _open(ctx)
+    s = c.jobs.describe(job_id) if c is not None else store.load(job_id)
     table = Table("field", "value", show_header=False)
     for k, v in s.public().items():
         table.add_row(k, _status(c, s) if k == "status" else str(v))
@@ -44,16 +69,42 @@ def show(ctx: typer.Context, job_id: str) -> None:
 @app.command("cancel")
 def cancel(ctx: typer.Context, job_id: str) -> None:
     """Cancel a job. An export leaves no manifest; an import keeps the files it fully committed."""
-    s = client(ctx).jobs.cancel(job_id)
+    c, store = _open(ctx)
+    if c is None:  # the process running it picks the request up at its next batch
+        store.request_cancel(job_id)
+        s = store.load(job_id)
+        console.print(f"job {job_id}: {'cancel requested' if not s.terminal else s.status}")
+        return
+    s = c.jobs.cancel(job_id)
     console.print(f"job {job_id}: {'cancel requested' if not s.terminal else s.status}")
+
+
+def _client_waiting(ctx: typer.Context, seconds: float) -> Any:
+    """The client, waiting up to ``seconds`` for another process to release the data folder
+    (a detached worker must not lose its job to a ``jobs show`` that happens to run as it starts)."""
+    from spruce.client import Client
+    from spruce.engine.engine import DataDirLocked
+
+    opts: GlobalOptions = ctx.obj or GlobalOptions()
+    if opts.host:
+        return client(ctx)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            return Client(data_dir=opts.data, resume_jobs=False)
+        except DataDirLocked:
+            time.sleep(0.05)
+    return client(ctx)
 
 
 @app.command("resume")
 def resume(ctx: typer.Context, job_id: str,
-           quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.")) -> None:
+           quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+           wait_lock: float = typer.Option(0.0, "--wait-lock", hidden=True,
+                                           help="Wait this many seconds for a busy data folder.")) -> None:
     """Resume an interrupted job: an export re-runs from a fresh snapshot, an import continues
     after its last committed file."""
-    c = client(ctx)
+    c = _client_waiting(ctx, wait_lock)
     s = c.jobs.resume(job_id, sync=False)
     kind_attr = ("records_exported", "bytes_written") if s.kind == "export" else ("records_imported", "bytes_read")
     describe = c.describe_export if s.kind == "export" else c.describe_import

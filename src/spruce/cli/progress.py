@@ -31,7 +31,7 @@ def follow(describe: Any, cancel: Any, job_id: str, *, label: str, done_attr: st
         TimeRemainingColumn(),
         console=err_console,
         transient=False,
-        disable=quiet,
+        disable=quiet or not err_console.is_terminal,  # no bar frames in logs and pipes
     )
     try:
         with progress:

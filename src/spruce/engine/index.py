@@ -123,14 +123,18 @@ class Transaction:
         self._index = index
         self._conn = index._conn
         self.touched: set[str] = set()
+        #: What was written, in order, to apply to memory after the commit (no reload from disk).
+        self.staged: list[tuple[str, RecordBatch, str]] = []
 
     def upsert(self, namespace: str, batch: RecordBatch, *, on_conflict: str = "overwrite",
                validate: bool = True) -> int:
         if validate:
             cfg = self._index.config
             validate_batch(batch, dimension=cfg.dimension, vector_type=cfg.vector_type)
-        return self._index._write_batch(self._conn, normalize_namespace(namespace), batch, on_conflict,
-                                        self.touched)
+        ns = normalize_namespace(namespace)
+        n = self._index._write_batch(self._conn, ns, batch, on_conflict, self.touched)
+        self.staged.append((ns, batch, on_conflict))
+        return n
 
     def set_marker(self, key: str, value: Any) -> None:
         self._conn.execute("INSERT OR REPLACE INTO markers (key, value) VALUES (?, ?)",
@@ -290,7 +294,29 @@ class Index:
             with self._write():
                 tx = Transaction(self)
                 yield tx
-            self._reload(tx.touched)
+            try:
+                self._apply_staged(tx.staged)
+            except BaseException:
+                self._reload(tx.touched)  # memory must follow the committed data whatever happened
+                raise
+
+    def _apply_staged(self, staged: list[tuple[str, RecordBatch, str]]) -> None:
+        """Replay a committed transaction's upserts on memory, with SQLite's conflict rules:
+        overwrite (last write wins) or skip (an id already present, or written earlier, stays)."""
+        with self._rw.write():
+            for ns, batch, on_conflict in staged:
+                if on_conflict == "skip":
+                    data = self._ns.get(ns)
+                    seen: set[str] = set()
+                    keep = []
+                    for i, rid in enumerate(batch.ids):
+                        if rid not in seen and (data is None or rid not in data.pos):
+                            seen.add(rid)
+                            keep.append(i)
+                    if len(keep) != len(batch):
+                        batch = _take(batch, keep)
+                if len(batch):
+                    self._namespace(ns, create=True).put(batch.ids, batch.values, batch.sparse, batch.metadata)
 
     def _reload(self, namespaces: Iterable[str]) -> None:
         dim = self._config.dimension

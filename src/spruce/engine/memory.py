@@ -54,6 +54,19 @@ class NamespaceData:
             metadata: list[dict[str, Any] | None]) -> None:
         """Insert or overwrite records (values is an (n, d) matrix or None)."""
         n0 = len(self.ids)
+        n = len(ids)
+        if self.pos.keys().isdisjoint(ids) and len(set(ids)) == n:
+            # all new (a bulk load, a restore): append in bulk, no per-record bookkeeping
+            self._grow(n0 + n)
+            self.pos.update(zip(ids, range(n0, n0 + n), strict=True))
+            self.ids.extend(ids)
+            self.sparse.extend([None] * n if sparse is None else sparse)
+            self.metadata.extend(metadata)
+            if values is not None and self.dimension is not None:
+                self._dense[n0:n0 + n] = values
+                self._sqnorms[n0:n0 + n] = np.einsum("ij,ij->i", values, values)
+            self._csr = None
+            return
         new = [rid for rid in ids if rid not in self.pos]
         self._grow(n0 + len(new))
         rows = np.empty(len(ids), dtype=np.int64)

@@ -11,7 +11,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from spruce.archive import ArchiveReader, ArchiveWriter
-from spruce.errors import AlreadyExists, ArchiveIncomplete, IntegrityError, NotFound
+from spruce.errors import (
+    AlreadyExists,
+    ArchiveIncomplete,
+    IntegrityError,
+    InvalidArgument,
+    NotFound,
+    SpruceError,
+)
 from spruce.jobs.manager import JobContext
 from spruce.records import normalize_namespace
 from spruce.storage import open_store
@@ -23,6 +30,7 @@ def run_export(ctx: JobContext) -> None:
     s = ctx.state
     opts = s.options
     store = open_store(s.uri, **ctx.storage_options())
+    _check_links(store, _link_expiry(s))  # a bad expiry fails now, not after the whole export
     if _already_committed(store, s.id):
         _publish_links(ctx, store)
         return
@@ -92,21 +100,54 @@ def _already_committed(store: Any, export_id: str) -> bool:
         return False
 
 
+def _link_expiry(s: Any) -> timedelta:
+    raw = s.options.get("link_expiry_seconds")
+    if not raw:
+        return DEFAULT_LINK_EXPIRY
+    try:
+        seconds = int(raw)
+    except (TypeError, ValueError):
+        seconds = 0
+    if seconds < 1:
+        raise InvalidArgument(f"link_expiry_seconds must be a positive number of seconds, got {raw!r}")
+    return timedelta(seconds=seconds)
+
+
+def _check_links(store: Any, expiry: timedelta) -> None:
+    """Sign once up front (signing is local, no request), so an expiry the store refuses
+    (S3: at most 7 days) fails the job before any data is written."""
+    try:
+        store.signed_url("manifest.json", expiry)
+    except InvalidArgument:
+        raise
+    except SpruceError:
+        pass  # cannot sign at all (e.g. no key to sign with): _publish_links falls back
+
+
 def _publish_links(ctx: JobContext, store: Any) -> None:
-    """Download links: pre-signed URLs on object stores, a file:// URI on local folders."""
+    """Download links: pre-signed URLs on object stores, a file:// URI on local folders.
+
+    Signing needs no request; a store that cannot sign (e.g. GCS credentials from the metadata
+    server, which hold no key) gets the plain URI and a note: the archive is complete anyway.
+    """
     s = ctx.state
-    expiry = timedelta(seconds=int(s.options.get("link_expiry_seconds") or DEFAULT_LINK_EXPIRY.total_seconds()))
+    expiry = _link_expiry(s)
     manifest = ArchiveReader(store).manifest
     paths = ["manifest.json"] + [f.path for ns in manifest.namespaces for f in ns.files]
-    signed = store.signed_url("manifest.json", expiry)
-    if signed is None:
+    try:
+        signed = store.signed_url("manifest.json", expiry)
+        urls = {p: store.signed_url(p, expiry) for p in paths} if signed is not None else None
+    except SpruceError as exc:
+        signed = urls = None
+        s.notes.append(f"no download links: {exc}")
+    if signed is None or urls is None:
         local = store.local_path("manifest.json")
         s.download_url = f"file://{local}" if local else f"{store.uri.rstrip('/')}/manifest.json"
         s.download_urls = None
         s.download_expires_at = None
     else:
         s.download_url = signed
-        s.download_urls = {p: store.signed_url(p, expiry) for p in paths}
+        s.download_urls = urls
         s.download_expires_at = (datetime.now(UTC) + expiry).isoformat(timespec="seconds").replace("+00:00", "Z")
     s.records_done = manifest.totals["records"]
     s.bytes_done = manifest.totals["bytes"]

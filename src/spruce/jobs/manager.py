@@ -29,6 +29,7 @@ from spruce.jobs.state import (
 
 Runner = Callable[["JobContext"], None]
 _SAVE_INTERVAL = 0.5
+_CANCEL_POLL = 0.2
 
 
 class JobContext:
@@ -41,6 +42,7 @@ class JobContext:
         self.cancel_event = threading.Event()
         self.failure: SpruceError | None = None
         self._last_save = 0.0
+        self._last_cancel_poll = 0.0
         self._lock = threading.Lock()
 
     def storage_options(self) -> dict[str, Any]:
@@ -48,6 +50,12 @@ class JobContext:
         return {**self.state.options.get("storage", {}), **self.manager.secrets.get(self.state.id, {})}
 
     def check_cancel(self) -> None:
+        if not self.cancel_event.is_set() and time.monotonic() - self._last_cancel_poll >= _CANCEL_POLL:
+            # another process (``spruce jobs cancel`` while this one owns the data folder) asks by file
+            self._last_cancel_poll = time.monotonic()
+            if self.manager.store.cancel_requested(self.state.id):
+                self.state.cancel_requested = True
+                self.cancel_event.set()
         if self.cancel_event.is_set():
             raise JobCancelled(f"job {self.state.id} was cancelled")
 
@@ -93,11 +101,15 @@ class JobManager:
     def for_engine(cls, engine: Engine, *, auto_resume: bool = True) -> JobManager:
         from spruce.jobs.export import run_export
         from spruce.jobs.restore import run_import
+        from spruce.sources.pinecone import run_remote_export, run_remote_import
 
+        # remote jobs move data to/from an index behind the Pinecone API (the SDK loads only when one runs)
+        runners = {"export": run_export, "import": run_import,
+                   "remote-export": run_remote_export, "remote-import": run_remote_import}
         with cls._instances_lock:
             mgr = cls._instances.get(id(engine))
             if mgr is None or mgr.engine is not engine:
-                mgr = cls._instances[id(engine)] = cls(engine, {"export": run_export, "import": run_import})
+                mgr = cls._instances[id(engine)] = cls(engine, runners)
                 mgr.recover(resume=auto_resume)
             return mgr
 
@@ -132,7 +144,8 @@ class JobManager:
     def _run(self, ctx: JobContext) -> None:
         s = ctx.state
         try:
-            if s.cancel_requested:
+            if s.cancel_requested or self.store.cancel_requested(s.id):
+                s.cancel_requested = True
                 raise JobCancelled(f"job {s.id} was cancelled")
             s.status = IN_PROGRESS
             s.started_at = s.started_at or now()
@@ -166,7 +179,7 @@ class JobManager:
             if s.status not in (PENDING, IN_PROGRESS) or s.id in self._active:
                 continue
             touched.append(s.id)
-            if s.cancel_requested:
+            if s.cancel_requested or self.store.cancel_requested(s.id):
                 s.status, s.finished_at = CANCELLED, now()
                 self.store.save(s)
                 continue

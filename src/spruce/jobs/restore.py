@@ -8,12 +8,23 @@ committed, so re-running is idempotent.
 
 from __future__ import annotations
 
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
 
-from spruce.archive import open_source
-from spruce.errors import ConflictError, IntegrityError, InvalidArgument, SpruceError, ValidationError
+from spruce.archive import check_file_bytes, open_source
+from spruce.errors import (
+    ConflictError,
+    IntegrityError,
+    InvalidArgument,
+    JobCancelled,
+    SpruceError,
+    ValidationError,
+)
 from spruce.jobs.manager import JobContext
 from spruce.records import normalize_namespace
 from spruce.storage import open_store
@@ -30,18 +41,36 @@ def run_import(ctx: JobContext) -> None:
     store = open_store(s.uri, **ctx.storage_options())
     source = open_source(store, namespace=normalize_namespace(opts.get("namespace")))
     nsmap = {normalize_namespace(k): normalize_namespace(v) for k, v in (opts.get("namespace_map") or {}).items()}
-    created = not ctx.engine.has_index(s.index)
+    if source.kind == "archive" and error_mode == "abort":
+        _preflight(ctx, source, ctx.engine.index(s.index) if ctx.engine.has_index(s.index) else None)
+    if not ctx.engine.has_index(s.index):
+        opts["created_index"] = True  # persisted, so a resumed attempt still knows
     index = _target_index(ctx, source)
     try:
         _apply(ctx, source, index, nsmap, on_conflict, error_mode)
-    except BaseException:
-        # An index this job created and that received nothing is removed: a failed restore
-        # leaves the target as it found it.
-        if created and s.attempts <= 1 and not any(
-                index.get_marker(f"import:{s.id}:file:{i}") for i in range(s.files_total or 0)):
-            ctx.engine.delete_index(s.index)
-            s.notes.append(f"removed index {s.index!r}: this job created it and nothing was applied")
+    except JobCancelled:
         raise
+    except (SpruceError, ValidationError):
+        # A failed restore leaves the target as it found it when it created the target: an
+        # index holding part of an archive is worse than none. (A cancel keeps whole files.)
+        if opts.get("created_index") and error_mode == "abort" and ctx.engine.has_index(s.index):
+            ctx.engine.delete_index(s.index)
+            s.notes.append(f"removed index {s.index!r}: this job created it and then failed")
+        raise
+
+
+def _preflight(ctx: JobContext, source: Any, index: Any) -> None:
+    """Check every file's size and sha256 before applying any, so a corrupt archive is refused
+    whole. Files a resumed job already committed are skipped."""
+    for i, entry in enumerate(source.files):
+        if index is not None and index.get_marker(f"import:{ctx.state.id}:file:{i}"):
+            continue
+        ctx.check_cancel()
+        try:
+            check_file_bytes(source.store, entry)
+        except IntegrityError as exc:
+            where = _where(source, entry)
+            raise type(exc)(_with_file(str(exc), entry.path, where) + "; nothing was applied") from exc
 
 
 def _apply(ctx: JobContext, source: Any, index: Any, nsmap: dict[str, str], on_conflict: str,
@@ -58,6 +87,7 @@ def _apply(ctx: JobContext, source: Any, index: Any, nsmap: dict[str, str], on_c
     s.records_done = sum(m["records"] for m in done.values() if m)
     s.records_rejected = sum(m["rejected"] for m in done.values() if m)
     s.files_done = sum(1 for m in done.values() if m)
+    s.bytes_done = sum(_file_bytes(source.store, entries[i]) for i, m in done.items() if m)
     ctx.save()
 
     if on_conflict == "fail" and not index.get_marker(prefix + "precheck"):
@@ -66,45 +96,135 @@ def _apply(ctx: JobContext, source: Any, index: Any, nsmap: dict[str, str], on_c
             tx.set_marker(prefix + "precheck", True)
 
     rejects_path = ctx.manager.store.side_file(s.id, ".rejects.jsonl")
-    for i, entry in enumerate(entries):
-        if done[i]:
-            continue
-        target_ns = nsmap.get(entry.namespace, entry.namespace)
+    todo = [i for i in range(len(entries)) if not done[i]]
+
+    def start(i: int) -> tuple[_Prefetch, list[dict[str, Any]]]:
+        """Read file i in a thread, a few batches ahead (decoding overlaps the engine's writes)."""
         rejects: list[dict[str, Any]] = []
-        applied = 0
+        # a single plain file has no path inside its store: name it by its URI then
+        where = _where(source, entries[i])
 
-        def on_error(err: ValidationError, _rejects: list[dict[str, Any]] = rejects) -> None:
-            _rejects.append({"file": err.file, "line": err.line, "record": err.record, "id": err.record_id,
-                             "field": err.field, "reason": err.reason})
+        def on_error(err: ValidationError) -> None:
+            rejects.append({"file": err.file or where, "line": err.line, "record": err.record,
+                            "id": err.record_id, "field": err.field, "reason": err.reason})
 
+        return _Prefetch(lambda: source.read(entries[i], dimension=cfg.dimension, vector_type=cfg.vector_type,
+                                             on_error=on_error if error_mode == "continue" else None)), rejects
+
+    upcoming: tuple[_Prefetch, list[dict[str, Any]]] | None = None
+    try:
+        for k, i in enumerate(todo):
+            entry = entries[i]
+            target_ns = nsmap.get(entry.namespace, entry.namespace)
+            reader, rejects = upcoming or start(i)
+            upcoming = None
+            applied = skipped = 0
+            try:
+                with index.transaction() as tx:
+                    for batch in reader:
+                        ctx.check_cancel()
+                        tx.upsert(target_ns, batch,
+                                  on_conflict="overwrite" if on_conflict == "fail" else on_conflict,
+                                  validate=False)  # the reader validated against this index's shape
+                        applied += len(batch)
+                        ctx.progress(records=len(batch))
+                    if k + 1 < len(todo):
+                        upcoming = start(todo[k + 1])  # the next file's reading overlaps this commit
+                    tx.set_marker(f"{prefix}file:{i}", {"records": applied, "rejected": len(rejects)})
+            except (IntegrityError, ValidationError) as exc:
+                ctx.progress(records=-applied)
+                where = _where(source, entry)
+                if error_mode != "continue":
+                    if isinstance(exc, IntegrityError):
+                        raise type(exc)(_with_file(str(exc), entry.path, where)) from exc
+                    raise exc if exc.file else exc.located(file=where)
+                rejects = [{"file": entry.path or where, "line": None, "record": None, "id": None, "field": None,
+                            "reason": f"whole file skipped: {exc}"}]
+                skipped = (entry.records or 1) - 1  # the file's records count as rejected, not its one entry
+                with index.transaction() as tx:
+                    tx.set_marker(f"{prefix}file:{i}", {"records": 0, "rejected": skipped + 1, "skipped": True})
+            except BaseException:
+                ctx.progress(records=-applied)
+                raise
+            finally:
+                reader.close()
+            if rejects:
+                with open(rejects_path, "ab") as f:
+                    for r in rejects:
+                        f.write(orjson.dumps(r) + b"\n")
+                s.rejects_path = str(rejects_path)
+            ctx.progress(files=1, rejected=len(rejects) + skipped, bytes=_file_bytes(source.store, entry),
+                         force=True)
+    finally:
+        if upcoming is not None:
+            upcoming[0].close()
+
+
+def _where(source: Any, entry: Any) -> str:
+    return f"{source.store.uri.rstrip('/')}/{entry.path}" if entry.path else source.store.uri
+
+
+class _Prefetch:
+    """Iterates ``make()`` in a thread, up to ``depth`` items ahead: Arrow decoding, gunzip and
+    hashing release the GIL, and so does SQLite, so reading overlaps writing. An exception
+    comes out where its item would have; ``close()`` stops the thread (the iterator is closed
+    in the thread that runs it)."""
+
+    _END = object()
+
+    def __init__(self, make: Callable[[], Iterator[Any]], depth: int = 2) -> None:
+        self._queue: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(make,), name="spruce-restore-read", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: tuple[bool, Any]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, make: Callable[[], Iterator[Any]]) -> None:
+        it: Any = None
         try:
-            with index.transaction() as tx:
-                for batch in source.read(entry, dimension=cfg.dimension, vector_type=cfg.vector_type,
-                                         on_error=on_error if error_mode == "continue" else None):
-                    ctx.check_cancel()
-                    tx.upsert(target_ns, batch, on_conflict="overwrite" if on_conflict == "fail" else on_conflict,
-                              validate=False)  # the reader validated against this index's shape
-                    applied += len(batch)
-                    ctx.progress(records=len(batch))
-                tx.set_marker(f"{prefix}file:{i}", {"records": applied, "rejected": len(rejects)})
-        except (IntegrityError, ValidationError) as exc:
-            ctx.progress(records=-applied)
-            if error_mode != "continue":
-                where = f"{source.store.uri.rstrip('/')}/{entry.path}" if entry.path else source.store.uri
-                raise type(exc)(_with_file(str(exc), entry.path, where)) if isinstance(exc, IntegrityError) else exc
-            rejects = [{"file": entry.path, "line": None, "record": None, "id": None, "field": None,
-                        "reason": f"whole file skipped: {exc}"}]
-            with index.transaction() as tx:
-                tx.set_marker(f"{prefix}file:{i}", {"records": 0, "rejected": 1, "skipped": True})
-        except BaseException:
-            ctx.progress(records=-applied)
-            raise
-        if rejects:
-            with open(rejects_path, "ab") as f:
-                for r in rejects:
-                    f.write(orjson.dumps(r) + b"\n")
-            s.rejects_path = str(rejects_path)
-        ctx.progress(files=1, rejected=len(rejects), force=True)
+            it = make()
+            for item in it:
+                if not self._put((True, item)):
+                    return
+            self._put((True, self._END))
+        except BaseException as exc:
+            self._put((False, exc))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            ok, item = self._queue.get()
+            if not ok:
+                raise item
+            if item is self._END:
+                return
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _file_bytes(store: Any, entry: Any) -> int:
+    """A data file's stored size: the manifest's, or the local file's for plain files (else 0)."""
+    if entry.bytes is not None:
+        return entry.bytes
+    local = store.local_path(entry.path)
+    try:
+        return os.path.getsize(local) if local else 0
+    except OSError:
+        return 0
 
 
 def _with_file(message: str, path: str, where: str) -> str:

@@ -163,3 +163,11 @@ class JobStore:
 
     def side_file(self, job_id: str, suffix: str) -> Path:
         return self._path(job_id).with_suffix(suffix)
+
+    def request_cancel(self, job_id: str) -> None:
+        """Ask the process running a job to cancel it (it owns the job file, so not by editing that)."""
+        self.load(job_id)  # NotFound for unknown ids
+        self.side_file(job_id, ".cancel").touch()
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return self.side_file(job_id, ".cancel").exists()

@@ -1,0 +1,301 @@
+"""End-to-end export/restore jobs: records/s and extra memory, against a naive baseline.
+
+    .venv/bin/python bench/archive.py                      # 100k records, 768-d, 2 namespaces, 3 runs
+    .venv/bin/python bench/archive.py --records 20000 --runs 2
+    .venv/bin/python bench/archive.py --profile export-jsonl.gz   # cProfile one job, top functions
+
+Measured through the public API on an embedded index (SQLite snapshot -> archive -> new index):
+
+* spruce export, ``Index.export_index(..., sync=True)``, in jsonl.gz and parquet;
+* spruce restore, ``Index.upsert_from_file(...)`` of each archive into a fresh index;
+* the naive path the seed used, as the baseline: records read from the same snapshot and written
+  as ``json.dumps(record)`` lines through ``gzip.open(path, "wt")`` (default level), one file per
+  namespace; restore reads them back line by line with ``json.loads`` and upserts them with
+  ``Index.upsert`` in batches of 1000. The baseline is slow, so it runs on the first
+  ``--baseline-records`` records only; rates are per record, so ratios compare like with like.
+
+Medians over ``--runs`` runs. Extra memory: each job runs once more in a fresh subprocess that
+samples its RSS (psutil, every 5 ms): extra = peak during the job - RSS just before it (after the
+source index is loaded). For a restore, the new index's own in-memory copy is part of the result,
+not overhead, so its steady state (RSS after the job) is shown too.
+
+Goals: export jsonl.gz >= 40k rec/s, export parquet >= 100k rec/s, restore jsonl.gz >= 25k rec/s,
+restore parquet >= 60k rec/s, extra RSS <= 300 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gzip
+import json
+import os
+import pstats
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import spruce
+from spruce.records import RecordBatch
+
+FORMATS = ("jsonl.gz", "parquet")
+GOALS = {("export", "jsonl.gz"): 40_000, ("export", "parquet"): 100_000,
+         ("restore", "jsonl.gz"): 25_000, ("restore", "parquet"): 60_000}
+NAMESPACES = ("", "second")
+
+RSS_CHILD = r"""
+import json, sys, threading, time
+import psutil
+import spruce
+
+data, kind, fmt, archive = sys.argv[1:5]
+c = spruce.Client(data)
+proc = psutil.Process()
+if kind == "export":
+    c.Index("src")._index  # the source index is loaded before the baseline is taken
+base = proc.memory_info().rss
+peak = [base]
+stop = threading.Event()
+
+def sample():
+    while not stop.is_set():
+        peak[0] = max(peak[0], proc.memory_info().rss)
+        time.sleep(0.005)
+
+t = threading.Thread(target=sample, daemon=True)
+t.start()
+if kind == "export":
+    c.Index("src").export_index(archive, format=fmt, sync=True, overwrite=True)
+else:
+    c.Index("rss-restore").upsert_from_file(archive)
+stop.set()
+t.join()
+after = proc.memory_info().rss
+peak[0] = max(peak[0], after)
+if kind == "restore":
+    c.delete_index("rss-restore")
+print(json.dumps({"base": base, "peak": peak[0], "after": after}))
+"""
+
+
+def make_records(n: int, dim: int, seed: int = 0) -> list[tuple[str, RecordBatch]]:
+    """Embedding-like unit vectors with typical metadata, split over two namespaces."""
+    rng = np.random.default_rng(seed)
+    genres = ["news", "blog", "paper", "manual", "forum"]
+    out = []
+    half = n // 2
+    for ns, lo, hi in (("", 0, half), ("second", half, n)):
+        for a in range(lo, hi, 5000):
+            b = min(hi, a + 5000)
+            x = rng.standard_normal((b - a, dim), dtype=np.float32)
+            x /= np.linalg.norm(x, axis=1, keepdims=True)
+            ids = [f"doc-{i:08d}#chunk-{i % 7}" for i in range(a, b)]
+            md = [{"source": f"https://example.com/{i // 7}", "genre": genres[i % 5], "chunk": i % 7,
+                   "score": float(i % 100) / 3.0, "tags": ["a", "b"] if i % 2 else []} for i in range(a, b)]
+            out.append((ns, RecordBatch(ids=ids, values=x, metadata=md)))
+    return out
+
+
+def load(client: Any, n: int, dim: int) -> None:
+    client.create_index("src", dimension=dim, metric="cosine")
+    eng = client.Index("src")._index
+    for ns, batch in make_records(n, dim):
+        eng.upsert_batch(ns, batch)
+
+
+# -- the naive baseline --------------------------------------------------------------------
+
+
+def naive_export(client: Any, root: Path, limit: int) -> int:
+    root.mkdir(parents=True, exist_ok=True)
+    n = 0
+    per_ns = max(1, limit // len(NAMESPACES))
+    with client.Index("src")._index.snapshot() as snap:
+        for k, ns in enumerate(NAMESPACES):
+            done = 0
+            with gzip.open(root / f"ns{k}.jsonl.gz", "wt") as f:
+                for batch in snap.iter_batches(ns):
+                    for rec in batch.records():
+                        f.write(json.dumps({"id": rec.id, "values": rec.values.tolist(),
+                                            "metadata": rec.metadata}) + "\n")
+                        done += 1
+                        if done >= per_ns:
+                            break
+                    if done >= per_ns:
+                        break
+            n += done
+    return n
+
+
+def naive_restore(client: Any, root: Path, name: str) -> int:
+    if client.has_index(name):
+        client.delete_index(name)
+    client.create_index(name, dimension=client.describe_index("src").dimension, metric="cosine")
+    idx = client.Index(name)
+    n = 0
+    for k, ns in enumerate(NAMESPACES):
+        batch: list[dict] = []
+        with gzip.open(root / f"ns{k}.jsonl.gz", "rt") as f:
+            for line in f:
+                batch.append(json.loads(line))
+                if len(batch) == 1000:
+                    idx.upsert(batch, namespace=ns)
+                    n += len(batch)
+                    batch = []
+        if batch:
+            idx.upsert(batch, namespace=ns)
+            n += len(batch)
+    return n
+
+
+# -- spruce ---------------------------------------------------------------------------------
+
+
+def spruce_export(client: Any, root: Path, fmt: str) -> int:
+    r = client.Index("src").export_index(str(root), format=fmt, sync=True, overwrite=True)
+    d = client.describe_export(r.export_id)
+    assert d.status == "Completed", d.error
+    return d.records_exported
+
+
+def spruce_restore(client: Any, root: Path, name: str) -> int:
+    if client.has_index(name):
+        client.delete_index(name)
+    d = client.Index(name).upsert_from_file(str(root))
+    assert d.status == "Completed", d.error
+    return d.records_imported
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process, all threads (user + system)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+CPU: dict[tuple[str, str], list[float]] = {}
+
+
+def timed(fn: Any, key: tuple[str, str] | None = None) -> tuple[float, int]:
+    """Wall seconds and fn's result; with ``key``, also records CPU microseconds per record."""
+    c, t = cpu_seconds(), time.perf_counter()
+    n = fn()
+    wall = time.perf_counter() - t
+    if key is not None:
+        CPU.setdefault(key, []).append((cpu_seconds() - c) / max(n, 1) * 1e6)
+    return wall, n
+
+
+def rss(data: Path, kind: str, fmt: str, archive: Path) -> dict[str, int]:
+    p = subprocess.run([sys.executable, "-c", RSS_CHILD, str(data), kind, fmt, str(archive)],
+                       capture_output=True, text=True, check=False)
+    if p.returncode:
+        raise SystemExit(f"RSS child failed: {p.stderr}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def profile(client: Any, base: Path, what: str, top: int) -> None:
+    kind, fmt = what.split("-", 1)
+    root = base / f"prof-{fmt}"
+    spruce_export(client, root, fmt)
+    prof = cProfile.Profile()
+    prof.enable()
+    if kind == "export":
+        spruce_export(client, root, fmt)
+    else:
+        spruce_restore(client, root, "prof")
+    prof.disable()
+    # job work runs in threads that cProfile (one thread) does not see for async jobs; sync jobs run here
+    pstats.Stats(prof).sort_stats("cumulative").print_stats(top)
+    pstats.Stats(prof).sort_stats("tottime").print_stats(top)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--records", type=int, default=100_000)
+    ap.add_argument("--dim", type=int, default=768)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--baseline-records", type=int, default=5000)
+    ap.add_argument("--no-rss", action="store_true", help="skip the memory measurement")
+    ap.add_argument("--profile", choices=[f"{k}-{f}" for k in ("export", "restore") for f in FORMATS],
+                    help="cProfile one job instead of benchmarking")
+    ap.add_argument("--top", type=int, default=30)
+    ap.add_argument("--dir", default=None, help="where to work (default: a temp folder)")
+    args = ap.parse_args(argv)
+
+    base = Path(tempfile.mkdtemp(prefix="spruce-bench-archive-", dir=args.dir))
+    data = base / "data"
+    client = spruce.Client(data)
+    try:
+        t, _ = timed(lambda: load(client, args.records, args.dim))
+        print(f"{args.records:,} records x {args.dim}-d float32 with metadata in {len(NAMESPACES)} namespaces "
+              f"(loaded in {t:.1f}s); {args.runs} runs; {os.cpu_count()} CPUs; "
+              f"load average {os.getloadavg()[0]:.1f}")
+        if args.profile:
+            profile(client, base, args.profile, args.top)
+            return 0
+
+        rates: dict[tuple[str, str], list[float]] = {}
+        nb = min(args.baseline_records, args.records)
+        for r in range(args.runs):
+            t, n = timed(lambda: naive_export(client, base / "naive", nb), ("export", "naive"))
+            rates.setdefault(("export", "naive"), []).append(n / t)
+            t, n = timed(lambda: naive_restore(client, base / "naive", "naive"), ("restore", "naive"))
+            rates.setdefault(("restore", "naive"), []).append(n / t)
+            client.delete_index("naive")
+            for fmt in FORMATS:
+                root = base / f"archive-{fmt}"
+                t, n = timed(lambda root=root, fmt=fmt: spruce_export(client, root, fmt), ("export", fmt))
+                assert n == args.records, n
+                rates.setdefault(("export", fmt), []).append(n / t)
+                t, n = timed(lambda root=root: spruce_restore(client, root, "copy"), ("restore", fmt))
+                assert n == args.records, n
+                rates.setdefault(("restore", fmt), []).append(n / t)
+                if r == 0:  # the copy is the source, record for record
+                    got = client.Index("copy").describe_index_stats().namespaces
+                    want = client.Index("src").describe_index_stats().namespaces
+                    assert {k: v.vector_count for k, v in got.items()} == {
+                        k: v.vector_count for k, v in want.items()}
+                client.delete_index("copy")
+
+        sizes = {fmt: sum(p.stat().st_size for p in (base / f"archive-{fmt}").rglob("part-*")) for fmt in FORMATS}
+        print(f"\n{'job':<22}{'median rec/s':>14}{'x naive':>9}{'goal':>9}{'CPU us/rec':>18}  runs")
+        for kind in ("export", "restore"):
+            naive = statistics.median(rates[(kind, "naive")])
+            for fmt in ("naive", *FORMATS):
+                vals = rates[(kind, fmt)]
+                med = statistics.median(vals)
+                goal = GOALS.get((kind, fmt))
+                mark = "" if goal is None else (" ok" if med >= goal else " MISSED")
+                label = f"{kind} {fmt}" + (f" ({nb:,})" if fmt == "naive" else "")
+                cpu = statistics.median(CPU[(kind, fmt)])
+                print(f"{label:<22}{med:>14,.0f}{med / naive:>8.1f}x{(f'{goal:,}' if goal else '-'):>9}{mark:<7}"
+                      f"{cpu:>11,.0f}  {', '.join(f'{v:,.0f}' for v in vals)}")
+        print("archive size: " + ", ".join(f"{fmt} {s / args.records:,.0f} B/record" for fmt, s in sizes.items()))
+    finally:
+        client.engine.close()
+
+    if not args.no_rss:
+        print(f"\n{'job (own process)':<22}{'extra peak MB':>14}{'steady MB':>11}{'transient MB':>14}")
+        for kind in ("export", "restore"):
+            for fmt in FORMATS:
+                m = rss(data, kind, fmt, base / f"archive-{fmt}")
+                extra, steady = (m["peak"] - m["base"]) / 1e6, (m["after"] - m["base"]) / 1e6
+                flag = "" if extra <= 300 else "  (> 300 MB)"
+                print(f"{kind + ' ' + fmt:<22}{extra:>14,.0f}{steady:>11,.0f}{extra - steady:>14,.0f}{flag}")
+        print("extra peak = peak RSS during the job - RSS before it; steady = RSS after - before (for a\n"
+              "restore: the new index held in memory); transient = extra peak - steady")
+    shutil.rmtree(base, ignore_errors=True)
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
