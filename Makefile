@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 TOOLS := .tools
 AZURITE := $(TOOLS)/node_modules/.bin/azurite-blob
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-compat lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,13 @@ lint: $(STAMP)
 test: $(STAMP) $(AZURITE) lint
 	PATH="$(CURDIR)/$(TOOLS)/node_modules/.bin:$$PATH" $(PY) -m pytest -q
 
+# The REST server's tests under each supported pinecone SDK line (7.3.0, latest 9.x, latest 10.x),
+# one venv each (.venv-compat-*); see tests/compat/run.sh.
+test-compat:
+	PYTHON=$(PYTHON) bash tests/compat/run.sh
+
 bench: $(STAMP)
 	$(PY) bench/engine.py
 
 clean:
-	rm -rf $(VENV) $(TOOLS) spruce-data spruce-backups .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-compat-* $(TOOLS) spruce-data spruce-backups .pytest_cache .ruff_cache

@@ -33,12 +33,26 @@ def index_model(cfg: IndexConfig, host: str) -> models.IndexModel:
 
 
 class Client:
-    """Entry point: manages indexes in a data folder (embedded mode)."""
+    """Entry point: manages indexes in a data folder (embedded mode), or, given ``host=``,
+    a running ``spruce serve`` over HTTP (``spruce.remote.RemoteClient``, same methods and results)."""
 
-    def __init__(self, data_dir: str | os.PathLike[str] | None = None, *, resume_jobs: bool = True) -> None:
+    def __new__(cls, data_dir: str | os.PathLike[str] | None = None, *, host: str | None = None,
+                api_key: str | None = None, **kwargs: Any) -> Any:
+        if host is not None:
+            if data_dir is not None:
+                raise TypeError("Client() takes data_dir (embedded) or host (a server), not both")
+            from spruce.remote import RemoteClient
+
+            return RemoteClient(host, api_key, **kwargs)
+        return super().__new__(cls)
+
+    def __init__(self, data_dir: str | os.PathLike[str] | None = None, *, resume_jobs: bool = True,
+                 host: str | None = None, api_key: str | None = None) -> None:
         self._engine = Engine.open(data_dir)
         self._resume_jobs = resume_jobs
         self._manager: JobManager | None = None
+        if resume_jobs:
+            _ = self.jobs  # opening the manager now resumes jobs a crashed process left behind
 
     @property
     def engine(self) -> Engine:

@@ -13,6 +13,7 @@ from spruce.cli import export as export_cmds
 from spruce.cli import index as index_cmds
 from spruce.cli import jobs as jobs_cmds
 from spruce.cli import restore as restore_cmds
+from spruce.cli import serve as serve_cmds
 from spruce.cli import stats as stats_cmds
 from spruce.cli import verify as verify_cmds
 from spruce.cli.common import GlobalOptions, fail
@@ -33,8 +34,23 @@ def _root(
     ctx: typer.Context,
     data: str = typer.Option(None, "--data", envvar="SPRUCE_DATA",
                              help="Data folder of the embedded index (default ./spruce-data)."),
+    host: str = typer.Option(None, "--host", envvar="SPRUCE_HOST",
+                             help="URL of a spruce server (e.g. http://127.0.0.1:5080): commands work against "
+                             "it instead of --data. (`spruce serve` takes its bind address as --bind.)"),
+    api_key: str = typer.Option(None, "--api-key", envvar="SPRUCE_API_KEY",
+                                help="API key of the server given by --host (prefer SPRUCE_API_KEY)."),
 ) -> None:
-    ctx.obj = GlobalOptions(data=data)
+    def on_command_line(name: str) -> bool:
+        source = ctx.get_parameter_source(name)
+        return getattr(source, "name", None) == "COMMANDLINE"
+
+    if host and ctx.invoked_subcommand == "serve" and on_command_line("host"):
+        raise typer.BadParameter("before a command, --host is the URL of a server to talk to; to choose "
+                                 "the address `spruce serve` listens on, use `spruce serve --bind ADDRESS`",
+                                 param_hint="--host")
+    if host and data and on_command_line("host") and on_command_line("data"):
+        raise typer.BadParameter("use --data (a local folder) or --host (a server), not both", param_hint="--host")
+    ctx.obj = GlobalOptions(data=data, host=None if ctx.invoked_subcommand == "serve" else host, api_key=api_key)
 
 
 app.add_typer(index_cmds.app, name="index")
@@ -44,6 +60,8 @@ app.command("restore", help=restore_cmds.HELP)(restore_cmds.restore)
 app.add_typer(jobs_cmds.app, name="jobs")
 app.command("verify", help=verify_cmds.VERIFY_HELP)(verify_cmds.verify)
 app.command("inspect")(verify_cmds.inspect)
+app.command("serve", help=serve_cmds.HELP)(serve_cmds.serve)
+from spruce.cli import download as _download  # noqa: E402, F401  (registers `spruce download`)
 
 
 def main(argv: list[str] | None = None) -> None:

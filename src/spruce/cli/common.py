@@ -20,6 +20,9 @@ err_console = Console(stderr=True)
 @dataclass
 class GlobalOptions:
     data: str | None = None
+    #: URL of a spruce server (``--host``/SPRUCE_HOST): commands then work against it, not --data
+    host: str | None = None
+    api_key: str | None = None
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -32,6 +35,11 @@ def client(ctx: typer.Context) -> Any:
     from spruce.client import Client
 
     opts: GlobalOptions = ctx.obj or GlobalOptions()
+    if opts.host:  # a server's client (--host): same methods, the server does the work
+        try:
+            return Client(host=opts.host, api_key=opts.api_key)
+        except SpruceError as exc:
+            fail(str(exc))
     try:
         return Client(data_dir=opts.data, resume_jobs=False)
     except SpruceError as exc:
@@ -53,15 +61,20 @@ def detach(c: Any, job_id: str) -> None:
     """Run a persisted job in a detached worker process, so --no-wait outlives this command.
 
     The worker owns the data folder until the job ends; meanwhile other commands on the
-    same folder are refused (use ``spruce serve`` and --host for concurrent access).
+    same folder are refused (use ``spruce serve`` and --host for concurrent access), except
+    ``jobs list/show/cancel``, which work on the job files. The worker waits for the folder
+    if another command holds it as it starts.
     """
     import subprocess
 
+    if getattr(c, "remote", False):  # --host: the job already runs on the server
+        return
     data_dir = str(c.engine.data_dir)
     log = c.jobs.store.side_file(job_id, ".log")
     c.engine.close()
     with open(log, "ab") as out:
         subprocess.Popen(
-            [sys.executable, "-m", "spruce", "--data", data_dir, "jobs", "resume", job_id, "--quiet"],
+            [sys.executable, "-m", "spruce", "--data", data_dir, "jobs", "resume", job_id, "--quiet",
+             "--wait-lock", "60"],
             stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
         )

@@ -17,6 +17,13 @@ Guarantees: the archive is exactly the index at the moment the export started
 the manifest; the manifest is written last, so an interrupted export never looks
 complete. An interrupted export is re-run from a fresh snapshot, never resumed
 into a mixed state. DEST must not already hold an archive unless --overwrite.
+
+--from pinecone exports INDEX from the Pinecone API instead (Pinecone itself, or
+--pinecone-host URL of any server that speaks it), with the key in PINECONE_API_KEY.
+A remote index cannot be frozen: the manifest says consistency "live", and the
+export commits only if each namespace's count equals describe_index_stats at the
+end and every listed id was fetched. --verify-after lists every id once more and
+commits only if that listing matches the archive exactly.
 """
 
 
@@ -34,7 +41,25 @@ def export(
     no_wait: bool = typer.Option(False, "--no-wait", help="Start the job and return its id at once."),
     endpoint_url: str = typer.Option(None, "--endpoint-url", envvar="AWS_ENDPOINT_URL",
                                      help="S3-compatible endpoint (MinIO, SeaweedFS, R2, Ceph)."),
+    source: str = typer.Option("spruce", "--from", help="spruce (this data folder) or pinecone (the Pinecone "
+                               "API; key from PINECONE_API_KEY)."),
+    pinecone_host: str = typer.Option(None, "--pinecone-host", help="With --from pinecone: the control-plane "
+                                      "URL (default Pinecone's own, https://api.pinecone.io)."),
+    verify_after: bool = typer.Option(False, "--verify-after", help="With --from pinecone: list every id again "
+                                      "at the end; commit only if it matches the archive."),
 ) -> None:
+    if source == "pinecone":
+        if filter or compression_level is not None or part_size_mb or no_wait:
+            raise typer.BadParameter("--filter, --compression-level, --part-size-mb and --no-wait are not "
+                                     "available with --from pinecone", param_hint="--from")
+        _from_pinecone(ctx, index, dest, format=format, namespace=namespace, pinecone_host=pinecone_host,
+                       verify_after=verify_after, overwrite=overwrite, endpoint_url=endpoint_url)
+        return
+    if source != "spruce" or pinecone_host or verify_after:
+        raise typer.BadParameter("--from must be spruce or pinecone; --pinecone-host and --verify-after go "
+                                 "with --from pinecone", param_hint="--from")
+    if format not in jobs.FORMATS:
+        raise typer.BadParameter(f"must be one of {', '.join(jobs.FORMATS)}, not {format!r}", param_hint="--format")
     c = client(ctx)
     storage = {"endpoint_url": endpoint_url} if endpoint_url and dest.startswith("s3://") else None
     t0 = time.perf_counter()
@@ -56,6 +81,36 @@ def export(
     console.print(f"exported [bold]{d.records_exported:,}[/] records, {d.bytes_written / 1e6:,.1f} MB "
                   f"in {secs:.1f}s ({d.records_exported / max(secs, 1e-9):,.0f} records/s) to {d.uri}")
     console.print(f"export id {d.export_id}; download: {d.download_url}")
+
+
+def _from_pinecone(ctx: typer.Context, index: str, dest: str, *, format: str, namespace: list[str] | None,
+                   pinecone_host: str | None, verify_after: bool, overwrite: bool, endpoint_url: str | None) -> None:
+    """A "remote-export" job: listed by ``spruce jobs list``, followed with the usual progress bar."""
+    import os
+
+    from spruce.sources import pinecone as remote
+
+    key = os.environ.get(remote.API_KEY_ENV)
+    if not key:
+        fail(f"set {remote.API_KEY_ENV} to the API key of the Pinecone project (it is never taken as a flag)")
+    c = client(ctx)
+    if getattr(c, "remote", False):
+        fail("--from pinecone runs in this process: drop --host")
+    storage = {"endpoint_url": endpoint_url} if endpoint_url and dest.startswith("s3://") else None
+    t0 = time.perf_counter()
+    state = remote.start_remote_export(c.jobs, index, dest, api_key=key, host=pinecone_host,
+                                       namespaces=namespace or None, format=format, storage_options=storage,
+                                       verify_after=verify_after, overwrite=overwrite)
+    d = follow(c.jobs.describe, c.jobs.cancel, state.id, label=f"export {index} (pinecone)",
+               done_attr="records_done", bytes_attr="bytes_done")
+    if d.status != "Completed":
+        fail(f"export {d.id} {d.status.lower()}: {d.error or 'no error recorded'}")
+    secs = time.perf_counter() - t0
+    console.print(f"exported [bold]{d.records_done:,}[/] records, {d.bytes_done / 1e6:,.1f} MB in {secs:.1f}s "
+                  f"({d.records_done / max(secs, 1e-9):,.0f} records/s) from {index} to {d.uri}")
+    for note in d.notes:
+        console.print(f"  {note}", highlight=False)
+    console.print(f"export id {d.id}; manifest: {d.download_url}")
 
 
 export.__doc__ = HELP

@@ -13,11 +13,15 @@ from spruce.cli.progress import follow
 HELP = """Restore SRC (an archive, or your own .jsonl/.jsonl.gz/.parquet file or Pinecone-layout
 folder) into INDEX, creating it if missing and merging if present.
 
-Guarantees: every archive file is checked against the manifest (sha256, record
-count) and applied atomically: a file that fails the check, or holds a bad
-record in --error-mode abort, contributes nothing. An interrupted restore
-resumes from the last file that committed (`spruce jobs resume ID`), and
-re-running is idempotent.
+Guarantees, in --error-mode abort (the default): before anything is applied, every file
+of an archive is checked against the manifest (size and sha256), so a damaged archive
+changes nothing. Each file is then applied in one transaction and checked again as it
+is read (record count, every record); a file that fails contributes nothing. If the
+restore created INDEX and then fails, INDEX is removed again. With --on-conflict fail,
+conflicts are looked for before anything is applied. An interrupted restore resumes
+after the last file that committed (`spruce jobs resume ID`); re-running is idempotent.
+In --error-mode continue, bad records and damaged files are skipped and listed in a
+rejects file, and the exit code is 1.
 """
 
 
@@ -36,7 +40,31 @@ def restore(
     no_wait: bool = typer.Option(False, "--no-wait", help="Start the job and return its id at once."),
     endpoint_url: str = typer.Option(None, "--endpoint-url", envvar="AWS_ENDPOINT_URL",
                                      help="S3-compatible endpoint (MinIO, SeaweedFS, R2, Ceph)."),
+    target: str = typer.Option("spruce", "--to", help="spruce (this data folder) or pinecone (the Pinecone "
+                               "API; key from PINECONE_API_KEY)."),
+    pinecone_host: str = typer.Option(None, "--pinecone-host", help="With --to pinecone: the control-plane URL "
+                                      "(default Pinecone's own, https://api.pinecone.io)."),
+    cloud: str = typer.Option("aws", "--cloud", help="With --to pinecone: cloud of a created index."),
+    region: str = typer.Option("us-east-1", "--region", help="With --to pinecone: region of a created index."),
+    bulk_import: bool = typer.Option(False, "--bulk-import", help="With --to pinecone: let the target import "
+                                     "a Parquet archive from s3/gs/az itself (start_import)."),
+    integration_id: str = typer.Option(None, "--integration-id", help="With --bulk-import: the storage "
+                                       "integration that lets Pinecone read the bucket."),
 ) -> None:
+    if target == "pinecone":
+        if namespace_map or on_conflict != "overwrite" or error_mode != "abort" or no_wait or dimension or metric:
+            raise typer.BadParameter("--namespace-map, --on-conflict, --error-mode, --dimension, --metric and "
+                                     "--no-wait are not available with --to pinecone", param_hint="--to")
+        _to_pinecone(ctx, src, index, pinecone_host=pinecone_host, cloud=cloud, region=region,
+                     bulk_import=bulk_import, integration_id=integration_id, endpoint_url=endpoint_url)
+        return
+    if target != "spruce" or pinecone_host or bulk_import or integration_id:
+        raise typer.BadParameter("--to must be spruce or pinecone; --pinecone-host, --bulk-import and "
+                                 "--integration-id go with --to pinecone", param_hint="--to")
+    for value, allowed, hint in ((on_conflict, jobs.ON_CONFLICT, "--on-conflict"),
+                                 (error_mode, jobs.ERROR_MODES, "--error-mode")):
+        if value not in allowed:
+            raise typer.BadParameter(f"must be one of {', '.join(allowed)}, not {value!r}", param_hint=hint)
     nsmap = {}
     for item in namespace_map or []:
         if "=" not in item:
@@ -64,6 +92,35 @@ def restore(
     if d.records_rejected:
         console.print(f"[yellow]{d.records_rejected:,} record(s) rejected; see {d.rejects_path}[/]")
         raise typer.Exit(1)
+
+
+def _to_pinecone(ctx: typer.Context, src: str, index: str, *, pinecone_host: str | None, cloud: str, region: str,
+                 bulk_import: bool, integration_id: str | None, endpoint_url: str | None) -> None:
+    """A "remote-import" job: listed by ``spruce jobs list``, followed with the usual progress bar."""
+    import os
+
+    from spruce.sources import pinecone as remote
+
+    key = os.environ.get(remote.API_KEY_ENV)
+    if not key:
+        fail(f"set {remote.API_KEY_ENV} to the API key of the Pinecone project (it is never taken as a flag)")
+    c = client(ctx)
+    if getattr(c, "remote", False):
+        fail("--to pinecone runs in this process: drop --host")
+    storage = {"endpoint_url": endpoint_url} if endpoint_url and src.startswith("s3://") else None
+    t0 = time.perf_counter()
+    state = remote.start_remote_import(c.jobs, src, index, api_key=key, host=pinecone_host, cloud=cloud,
+                                       region=region, bulk_import=bulk_import, integration_id=integration_id,
+                                       storage_options=storage)
+    d = follow(c.jobs.describe, c.jobs.cancel, state.id, label=f"restore {index} (pinecone)",
+               done_attr="records_done", bytes_attr="bytes_done")
+    if d.status != "Completed":
+        fail(f"restore {d.id} {d.status.lower()}: {d.error or 'no error recorded'}")
+    secs = time.perf_counter() - t0
+    console.print(f"restored [bold]{d.records_done:,}[/] records into {index} in {secs:.1f}s "
+                  f"({d.records_done / max(secs, 1e-9):,.0f} records/s)")
+    for note in d.notes:
+        console.print(f"  {note}", highlight=False)
 
 
 restore.__doc__ = HELP

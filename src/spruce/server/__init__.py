@@ -31,11 +31,13 @@ def is_loopback(host: str) -> bool:
 def run_server(engine_or_data_dir: Engine | str | os.PathLike[str] | None, host: str = "127.0.0.1",
                port: int = 5080, api_key: str | None = None, *, allow_remote: bool = False,
                public_url: str | None = None, public_docs: bool = False, log_level: str = "info",
-               access_log: bool = True) -> None:
+               access_log: bool = True, backup_uri: str | os.PathLike[str] | None = None,
+               storage_roots: list[str] | None = None, signing_key: str | None = None) -> None:
     """Serve until interrupted (Ctrl-C / SIGTERM).
 
     Without ``api_key`` only a loopback host is allowed, unless ``allow_remote``.
-    An engine opened here from a data folder is closed on the way out.
+    An engine opened here from a data folder is closed on the way out. ``backup_uri``,
+    ``storage_roots`` and ``signing_key`` are ``create_app``'s.
     """
     import uvicorn
 
@@ -47,7 +49,8 @@ def run_server(engine_or_data_dir: Engine | str | os.PathLike[str] | None, host:
     engine = Engine.open(engine_or_data_dir) if owned else engine_or_data_dir  # type: ignore[arg-type]
     assert isinstance(engine, Engine)
     try:
-        app = create_app(engine, api_key=api_key, public_url=public_url, public_docs=public_docs)
+        app = create_app(engine, api_key=api_key, public_url=public_url, public_docs=public_docs,
+                         backup_uri=backup_uri, storage_roots=storage_roots, signing_key=signing_key)
         config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
                                 server_header=False)
         uvicorn.Server(config).run()

@@ -16,21 +16,27 @@ appended to ``DATA_ROUTER_FACTORIES``, which mounts it in both addressing modes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, FastAPI
 
 from spruce import __version__
 from spruce.engine import Engine
-from spruce.server import control, data
+from spruce.server import backups, bulk, control, data, downloads, exports
 from spruce.server.auth import HEALTH_PATH, ApiKeyMiddleware
 from spruce.server.errors import DATA_PREFIX, install_handlers
 from spruce.server.versions import LATEST, SUPPORTED
 
+if TYPE_CHECKING:
+    from spruce.server.faults import FaultConfig
+
 __all__ = ["CONTROL_ROUTERS", "DATA_ROUTER_FACTORIES", "create_app"]
 
-CONTROL_ROUTERS: list[APIRouter] = [control.router]
-DATA_ROUTER_FACTORIES: list[Callable[..., APIRouter]] = [data.build_router]
+CONTROL_ROUTERS: list[APIRouter] = [control.router, backups.router, bulk.jobs_router, downloads.router]
+DATA_ROUTER_FACTORIES: list[Callable[..., APIRouter]] = [data.build_router, bulk.build_router,
+                                                         exports.build_router]
 
 _DESCRIPTION = f"""A self-hosted vector index that speaks Pinecone's REST API.
 
@@ -42,18 +48,30 @@ _DESCRIPTION = f"""A self-hosted vector index that speaks Pinecone's REST API.
 
 
 def create_app(engine: Engine, *, api_key: str | None = None, public_url: str | None = None,
-               public_docs: bool = False) -> FastAPI:
+               public_docs: bool = False, faults: FaultConfig | None = None,
+               backup_uri: str | os.PathLike[str] | None = None,
+               storage_roots: Sequence[str | os.PathLike[str]] | None = None,
+               signing_key: str | bytes | None = None, auto_resume: bool = True) -> FastAPI:
     """Build the app for ``engine``.
 
     api_key: required in the ``Api-Key`` header of every request but ``/health`` when set.
     public_url: the base URL clients reach this server at (behind a proxy), used in index
         hosts; by default the URL the client itself used.
     public_docs: serve ``/docs`` and ``/openapi.json`` without the key.
+    faults: test-only fault injection on the data plane (``spruce.server.faults``); never on
+        unless passed explicitly.
+    backup_uri: where backups are kept (a folder or object-store URI); default ``<data>/backups``.
+    storage_roots: the folders (or object-store prefixes) that server-side storage URIs of imports
+        and exports must stay inside; default ``<data>/exports``. A local backup folder is always one.
+    signing_key: the key of signed download links; default a random one kept in ``<data>/.server-secret``.
+    auto_resume: resume the export and import jobs a previous run left unfinished.
     """
     app = FastAPI(title="spruce", version=__version__, description=_DESCRIPTION,
                   docs_url="/docs", redoc_url=None)
     app.state.engine = engine
     app.state.public_url = public_url.rstrip("/") if public_url else None
+    _install_jobs(app, engine, backup_uri=backup_uri, storage_roots=storage_roots, signing_key=signing_key,
+                  auto_resume=auto_resume)
     install_handlers(app)
 
     @app.get(HEALTH_PATH, tags=["Health"], summary="Liveness check (no API key needed)")
@@ -66,6 +84,41 @@ def create_app(engine: Engine, *, api_key: str | None = None, public_url: str | 
         app.include_router(factory(data.index_from_path, prefix=DATA_PREFIX + "{index_name}"))
         app.include_router(factory(data.index_from_host, include_in_schema=False))
 
+    if faults is not None:
+        from spruce.server.faults import FaultMiddleware
+
+        app.add_middleware(FaultMiddleware, config=faults)
     if api_key:
-        app.add_middleware(ApiKeyMiddleware, api_key=api_key, public_docs=public_docs)
+        app.add_middleware(_ApiKeyUnlessSigned, api_key=api_key, public_docs=public_docs)
     return app
+
+
+def _install_jobs(app: FastAPI, engine: Engine, *, backup_uri: str | os.PathLike[str] | None,
+                  storage_roots: Sequence[str | os.PathLike[str]] | None, signing_key: str | bytes | None,
+                  auto_resume: bool) -> None:
+    """Jobs, storage roots, backups and download signing: what the job routers find on app.state."""
+    from spruce.jobs import jobs_for
+    from spruce.server.storage_policy import StoragePolicy
+    from spruce.storage import parse_storage_uri
+
+    backup = os.fspath(backup_uri) if backup_uri else str(engine.data_dir / "backups")
+    roots = [os.fspath(r) for r in storage_roots] if storage_roots else [str(engine.data_dir / "exports")]
+    if parse_storage_uri(backup).is_local:
+        roots.append(backup)
+    app.state.storage = policy = StoragePolicy(roots)
+    policy.ensure_roots()
+    app.state.jobs = manager = jobs_for(engine, auto_resume=auto_resume)
+    app.state.signer = downloads.Signer(downloads.load_secret(engine.data_dir, signing_key))
+    app.state.backups = backups.BackupCatalog(backup, manager)
+    downloads.install_log_filter()
+
+
+class _ApiKeyUnlessSigned(ApiKeyMiddleware):
+    """The API key on every request, except signed download links, which carry their own
+    authorization (an HMAC signature with an expiry) so that curl and browsers can use them."""
+
+    async def __call__(self, scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] == "http" and scope["path"].startswith(downloads.DOWNLOAD_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)

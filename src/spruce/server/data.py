@@ -1,6 +1,7 @@
 """Data plane: vectors, queries, stats and namespaces of one index (camelCase JSON).
 
-Bodies are parsed with orjson and handed to the engine without a pydantic pass:
+Bodies are parsed with orjson (upsert bodies: their numbers in bulk, see ``upsert_json``) and handed
+to the engine without a pydantic pass:
 an upsert of 1000 x 768 floats would spend longer in validation than in the
 write. Keys are accepted in camelCase or snake_case (as protobuf JSON is);
 unknown keys are a 400, so a misspelt ``filter`` never silently matches everything.
@@ -31,6 +32,7 @@ from spruce.records import Record, normalize_namespace
 from spruce.server import versions
 from spruce.server.errors import ApiError
 from spruce.server.responses import json_response
+from spruce.server.upsert_json import loads_upsert
 
 __all__ = ["IndexResolver", "build_router", "index_from_host", "index_from_path"]
 
@@ -75,10 +77,10 @@ async def _run(opener: IndexOpener, op: Callable[..., Response], *args: Any) -> 
 # -- request parsing ------------------------------------------------------------
 
 
-def _body(raw: bytes) -> dict[str, Any]:
+def _body(raw: bytes, loads: Callable[[bytes], Any] = orjson.loads) -> dict[str, Any]:
     if not raw:
         return {}
-    obj = orjson.loads(raw)
+    obj = loads(raw)
     if not isinstance(obj, dict):
         raise InvalidArgument("the body must be a JSON object")
     return obj
@@ -184,7 +186,7 @@ def _after(token: str) -> str:
 
 
 def _upsert(index: Index, raw: bytes, version: str) -> Response:
-    f = _Fields(_body(raw), _UPSERT)
+    f = _Fields(_body(raw, loads_upsert), _UPSERT)  # values parsed in bulk, straight to numpy
     vectors = f.get("vectors", list)
     if vectors is None:
         raise InvalidArgument("vectors is required")
