@@ -241,7 +241,6 @@ class RemoteClient:
         self._http = httpx.Client(base_url=self.host, headers=headers, timeout=httpx.Timeout(timeout, connect=10.0),
                                   transport=transport)
         self._jobs = _RemoteJobs(self)
-        self._engine = _RemoteEngine(self)
 
     def __repr__(self) -> str:
         return f"spruce.Client(host={self.host!r})"
@@ -320,10 +319,6 @@ class RemoteClient:
     def jobs(self) -> _RemoteJobs:
         """The server's job manager, as far as a client can drive it (the CLI's ``jobs`` commands)."""
         return self._jobs
-
-    @property
-    def engine(self) -> _RemoteEngine:
-        return self._engine
 
     def _job(self, job_id: str, kind: str) -> JobState:
         try:
@@ -583,51 +578,11 @@ def _no_storage_options(options: Mapping[str, Any] | None) -> None:
 # -- what the CLI drives through ``--host`` ---------------------------------------------
 
 
-class _RemoteEngine:
-    """The few engine calls the CLI's job commands make, answered by the server."""
-
-    data_dir = None
-
-    def __init__(self, client: RemoteClient) -> None:
-        self._client = client
-
-    def index(self, name: str) -> models.IndexModel:
-        return self._client.describe_index(name)
-
-    def has_index(self, name: str) -> bool:
-        return self._client.has_index(name)
-
-    def close(self) -> None:
-        """The server owns its data folder: nothing to release here."""
-
-
 class _RemoteJobs:
     """A JobManager look-alike over ``/jobs``: the server runs every job, this only asks it."""
 
     def __init__(self, client: RemoteClient) -> None:
         self._client = client
-
-    def submit(self, state: JobState, *, sync: bool, run: bool = True,
-               secrets: dict[str, Any] | None = None) -> JobState:
-        """Start ``state`` on the server (it runs there whatever ``run`` says)."""
-        if secrets:
-            raise InvalidArgument("credentials are not sent to a server: configure them in its environment")
-        o = state.options
-        idx = RemoteIndex(self._client, state.index)
-        if state.kind == "export":
-            body = {"uri": state.uri, "format": o.get("format"), "namespaces": o.get("namespaces"),
-                    "filter": o.get("filter"), "compressionLevel": o.get("compression_level"),
-                    "partMaxBytes": o.get("part_max_bytes"), "partMaxRecords": o.get("part_max_records"),
-                    "overwrite": o.get("overwrite") or None, "linkExpirySeconds": o.get("link_expiry_seconds")}
-            path = "/bulk/exports"
-        else:
-            body = {"uri": state.uri, "errorMode": {"onError": o.get("error_mode", "abort")},
-                    "onConflict": o.get("on_conflict"), "namespaceMap": o.get("namespace_map") or None,
-                    "namespace": o.get("namespace") or None, "dimension": o.get("dimension"),
-                    "metric": o.get("metric"), "vectorType": o.get("vector_type"), "createIndex": True}
-            path = "/bulk/imports"
-        job_id = idx._request("POST", path, json={k: v for k, v in body.items() if v is not None})["id"]
-        return self.wait(job_id) if sync else self.describe(job_id)
 
     def describe(self, job_id: str) -> JobState:
         return job_state(self._client._request("GET", f"/jobs/{quote(job_id, safe='')}"))

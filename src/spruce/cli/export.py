@@ -63,17 +63,21 @@ def export(
     c = client(ctx)
     storage = {"endpoint_url": endpoint_url} if endpoint_url and dest.startswith("s3://") else None
     t0 = time.perf_counter()
-    state = jobs.start_export(
-        c.engine, index, dest, format=format, namespaces=namespace or None,
-        filter=parse_json_option(filter, "--filter"), compression_level=compression_level,
-        part_max_bytes=part_size_mb * 1024 * 1024 if part_size_mb else None,
-        overwrite=overwrite, storage_options=storage, sync=False, manager=c.jobs, run=not no_wait,
-    )
+    options = dict(format=format, namespaces=namespace or None, filter=parse_json_option(filter, "--filter"),
+                   compression_level=compression_level,
+                   part_max_bytes=part_size_mb * 1024 * 1024 if part_size_mb else None, overwrite=overwrite)
+    if getattr(c, "remote", False):  # --host: the server runs the job; DEST is sent as given
+        job_id = c.Index(index).export_index(dest, sync=False, **options).export_id
+    else:
+        state = jobs.start_export(c.engine, index, dest, storage_options=storage, sync=False, manager=c.jobs,
+                                  run=not no_wait, **options)
+        job_id = state.id
+        if no_wait:
+            detach(c, job_id)
     if no_wait:
-        detach(c, state.id)
-        console.print(state.id)
+        console.print(job_id)
         return
-    d = follow(c.describe_export, c.cancel_export, state.id, label=f"export {index}",
+    d = follow(c.describe_export, c.cancel_export, job_id, label=f"export {index}",
                done_attr="records_exported", bytes_attr="bytes_written")
     if d.status != "Completed":
         fail(f"export {d.export_id} {d.status.lower()}: {d.error or 'no error recorded'}")

@@ -74,15 +74,20 @@ def restore(
     c = client(ctx)
     storage = {"endpoint_url": endpoint_url} if endpoint_url and src.startswith("s3://") else None
     t0 = time.perf_counter()
-    state = jobs.start_import(
-        c.engine, index, src, sync=False, on_conflict=on_conflict, namespace_map=nsmap or None,
-        error_mode=error_mode, namespace=namespace, dimension=dimension, metric=metric,
-        storage_options=storage, manager=c.jobs, run=not no_wait)
+    options = dict(on_conflict=on_conflict, namespace_map=nsmap or None, error_mode=error_mode,
+                   namespace=namespace, dimension=dimension, metric=metric)
+    if getattr(c, "remote", False):  # --host: the server runs the job; SRC is sent as given
+        job_id = c.Index(index).upsert_from_file(src, sync=False, **options).import_id
+    else:
+        state = jobs.start_import(c.engine, index, src, sync=False, storage_options=storage, manager=c.jobs,
+                                  run=not no_wait, **options)
+        job_id = state.id
+        if no_wait:
+            detach(c, job_id)
     if no_wait:
-        detach(c, state.id)
-        console.print(state.id)
+        console.print(job_id)
         return
-    d = follow(c.describe_import, c.cancel_import, state.id, label=f"restore {index}",
+    d = follow(c.describe_import, c.cancel_import, job_id, label=f"restore {index}",
                done_attr="records_imported", bytes_attr="bytes_read")
     if d.status != "Completed":
         fail(f"restore {d.import_id} {d.status.lower()}: {d.error or 'no error recorded'}")
