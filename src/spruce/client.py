@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+import spruce.sources  # noqa: F401 - registers the connectors' job kinds
 from spruce import jobs, models
 from spruce.engine import Engine
 from spruce.engine.index import Index as EngineIndex

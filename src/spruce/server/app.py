@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, FastAPI
 
+import spruce.sources  # noqa: F401 - registers the connectors' job kinds
 from spruce import __version__
 from spruce.engine import Engine
 from spruce.server import backups, bulk, control, data, downloads, exports

@@ -5,4 +5,6 @@ or another ``spruce serve``) into a spruce archive, and restores an archive into
 through the official ``pinecone`` SDK (7.3, 9.x and 10.x).
 """
 
-__all__: list[str] = []
+from spruce.sources import pinecone  # registers the "remote-export"/"remote-import" job kinds
+
+__all__ = ["pinecone"]

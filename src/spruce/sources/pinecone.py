@@ -76,6 +76,7 @@ from spruce.errors import (
     SpruceError,
     ValidationError,
 )
+from spruce.jobs.manager import register_runner
 from spruce.records import (
     MAX_FETCH_IDS,
     RecordBatch,
@@ -1442,3 +1443,7 @@ def start_remote_import(manager: Any, src_uri: str, index_name: str, *, api_key:
                  "storage": storage},
     )
     return manager.submit(state, sync=sync, run=run, secrets={**secrets, "pinecone_api_key": key})
+
+
+register_runner("remote-export", run_remote_export)
+register_runner("remote-import", run_remote_import)
