@@ -9,13 +9,23 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
+from rich.text import Text
 
 from spruce.cli.common import err_console
+
+
+class RateColumn(ProgressColumn):
+    """Records per second and megabytes moved so far (a job reports both)."""
+
+    def render(self, task: Any) -> Text:
+        speed = task.finished_speed or task.speed
+        mb = task.fields.get("bytes", 0) / 1e6
+        return Text(f"{speed or 0:,.0f} rec/s  {mb:,.1f} MB", style="progress.data.speed")
 
 
 def follow(describe: Any, cancel: Any, job_id: str, *, label: str, done_attr: str, bytes_attr: str,
@@ -26,7 +36,7 @@ def follow(describe: Any, cancel: Any, job_id: str, *, label: str, done_attr: st
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("records"),
-        TransferSpeedColumn(),
+        RateColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=err_console,
@@ -39,8 +49,8 @@ def follow(describe: Any, cancel: Any, job_id: str, *, label: str, done_attr: st
             while True:
                 d = describe(job_id)
                 total = d.records_total
-                progress.update(task, completed=getattr(d, done_attr), total=total or None)
-                progress.tasks[task].fields["bytes"] = getattr(d, bytes_attr)
+                progress.update(task, completed=getattr(d, done_attr), total=total or None,
+                                bytes=getattr(d, bytes_attr))
                 if d.status in ("Completed", "Failed", "Cancelled"):
                     if d.status == "Completed" and total:
                         progress.update(task, completed=total)
