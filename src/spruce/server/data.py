@@ -20,6 +20,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import numpy as np
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
@@ -133,12 +134,18 @@ _FETCH_BY_METADATA = _spellings("namespace", "filter", "limit", "paginationToken
 # -- response shapes ------------------------------------------------------------
 
 
+def _f32(values: list[float]) -> Any:
+    """Stored values are float32: as a float32 array, orjson writes each in the shortest text that
+    reads back to the same float32 (as Pinecone does), about half the bytes of float64 text."""
+    return np.asarray(values, dtype=np.float32) if values else values
+
+
 def _sparse(sv: models.SparseVector | None) -> dict[str, Any] | None:
-    return None if sv is None else {"indices": sv.indices, "values": sv.values}
+    return None if sv is None else {"indices": sv.indices, "values": _f32(sv.values)}
 
 
 def _vector(v: models.Vector) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": v.id, "values": v.values}
+    out: dict[str, Any] = {"id": v.id, "values": _f32(v.values)}
     if v.sparse_values is not None:
         out["sparseValues"] = _sparse(v.sparse_values)
     if v.metadata is not None:
@@ -147,7 +154,7 @@ def _vector(v: models.Vector) -> dict[str, Any]:
 
 
 def _scored(m: models.ScoredVector) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": m.id, "score": m.score, "values": m.values}
+    out: dict[str, Any] = {"id": m.id, "score": m.score, "values": _f32(m.values)}
     if m.sparse_values is not None:
         out["sparseValues"] = _sparse(m.sparse_values)
     if m.metadata is not None:
