@@ -7,6 +7,7 @@ changing one import. ``to_dict()`` gives the snake_case JSON form.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -106,6 +107,19 @@ class ListResponse(_DictLike):
     pagination: Pagination | None = None
     namespace: str = ""
     usage: Usage | None = None
+
+
+def iter_id_pages(list_paginated: Callable[..., ListResponse], *, pagination_token: str | None = None,
+                  **kwargs: Any) -> Iterator[list[str]]:
+    """Follow ``list_paginated`` to the end, yielding each page's ids, as the SDK's ``list`` does."""
+    token = pagination_token
+    while True:
+        page = list_paginated(pagination_token=token, **kwargs)
+        if page.vectors:
+            yield [v.id for v in page.vectors]
+        if page.pagination is None:
+            return
+        token = page.pagination.next
 
 
 @dataclass(slots=True)

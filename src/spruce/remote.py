@@ -521,14 +521,8 @@ class RemoteIndex:
     def list(self, prefix: str | None = None, limit: int | None = None,
              pagination_token: str | None = None, namespace: str | None = None,
              **_ignored: Any) -> Iterator[list[str]]:
-        token = pagination_token
-        while True:
-            page = self.list_paginated(prefix=prefix, limit=limit, pagination_token=token, namespace=namespace)
-            if page.vectors:
-                yield [v.id for v in page.vectors]
-            if page.pagination is None:
-                return
-            token = page.pagination.next
+        return models.iter_id_pages(self.list_paginated, prefix=prefix, limit=limit,
+                                    pagination_token=pagination_token, namespace=namespace)
 
     def describe_index_stats(self, filter: Mapping[str, Any] | None = None,
                              **_ignored: Any) -> models.DescribeIndexStatsResponse:

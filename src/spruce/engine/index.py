@@ -527,14 +527,8 @@ class Index:
     def list(self, prefix: str | None = None, limit: int | None = None,
              pagination_token: str | None = None, namespace: str | None = None) -> Iterator[list[str]]:
         """Yield pages of ids until exhausted, as the SDK's ``list`` does."""
-        token = pagination_token
-        while True:
-            page = self.list_paginated(prefix=prefix, limit=limit, pagination_token=token, namespace=namespace)
-            if page.vectors:
-                yield [v.id for v in page.vectors]
-            if page.pagination is None:
-                return
-            token = page.pagination.next
+        return models.iter_id_pages(self.list_paginated, prefix=prefix, limit=limit,
+                                    pagination_token=pagination_token, namespace=namespace)
 
     def describe_index_stats(self, filter: Mapping[str, Any] | None = None) -> models.DescribeIndexStatsResponse:
         flt = compile_filter(filter)
