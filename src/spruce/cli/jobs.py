@@ -106,11 +106,14 @@ def resume(ctx: typer.Context, job_id: str,
     after its last committed file."""
     c = _client_waiting(ctx, wait_lock)
     s = c.jobs.resume(job_id, sync=False)
-    kind_attr = ("records_exported", "bytes_written") if s.kind == "export" else ("records_imported", "bytes_read")
-    describe = c.describe_export if s.kind == "export" else c.describe_import
-    cancel_fn = c.cancel_export if s.kind == "export" else c.cancel_import
-    d = follow(describe, cancel_fn, job_id, label=f"{s.kind} {s.index}", done_attr=kind_attr[0],
-               bytes_attr=kind_attr[1], quiet=quiet)
+    if s.kind == "export":
+        describe, cancel_fn, attrs = c.describe_export, c.cancel_export, ("records_exported", "bytes_written")
+    elif s.kind == "import":
+        describe, cancel_fn, attrs = c.describe_import, c.cancel_import, ("records_imported", "bytes_read")
+    else:  # a connector's job kind (remote-export, remote-import): follow its raw state
+        describe, cancel_fn, attrs = c.jobs.describe, c.jobs.cancel, ("records_done", "bytes_done")
+    d = follow(describe, cancel_fn, job_id, label=f"{s.kind} {s.index}", done_attr=attrs[0],
+               bytes_attr=attrs[1], quiet=quiet)
     if d.status != "Completed":
         fail(f"{s.kind} {job_id} {d.status.lower()}: {d.error or 'no error recorded'}")
     console.print(f"{s.kind} {job_id} completed")
