@@ -78,3 +78,21 @@ def detach(c: Any, job_id: str) -> None:
              "--wait-lock", "60"],
             stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
         )
+
+
+def launch(c: Any, start_remote: Any, start_local: Any, *, no_wait: bool) -> str | None:
+    """Start a job and return its id to follow, or print the id and return None for --no-wait.
+
+    With --host the server runs the job (``start_remote()`` returns its id); embedded, the job is
+    persisted by ``start_local(run=...)`` and, for --no-wait, handed to a detached worker.
+    """
+    if getattr(c, "remote", False):
+        job_id = start_remote()
+    else:
+        job_id = start_local(run=not no_wait).id
+        if no_wait:
+            detach(c, job_id)
+    if no_wait:
+        console.print(job_id)
+        return None
+    return job_id

@@ -7,7 +7,7 @@ import time
 import typer
 
 from spruce import jobs
-from spruce.cli.common import client, console, detach, fail, parse_json_option
+from spruce.cli.common import client, console, fail, launch, parse_json_option
 from spruce.cli.progress import follow
 
 HELP = """Export INDEX to DEST (a folder, file:// URI, or s3:// gs:// az:// URI).
@@ -66,16 +66,12 @@ def export(
     options = dict(format=format, namespaces=namespace or None, filter=parse_json_option(filter, "--filter"),
                    compression_level=compression_level,
                    part_max_bytes=part_size_mb * 1024 * 1024 if part_size_mb else None, overwrite=overwrite)
-    if getattr(c, "remote", False):  # --host: the server runs the job; DEST is sent as given
-        job_id = c.Index(index).export_index(dest, sync=False, **options).export_id
-    else:
-        state = jobs.start_export(c.engine, index, dest, storage_options=storage, sync=False, manager=c.jobs,
-                                  run=not no_wait, **options)
-        job_id = state.id
-        if no_wait:
-            detach(c, job_id)
-    if no_wait:
-        console.print(job_id)
+    job_id = launch(  # with --host, DEST is sent as given and resolved by the server
+        c, lambda: c.Index(index).export_index(dest, sync=False, **options).export_id,
+        lambda run: jobs.start_export(c.engine, index, dest, storage_options=storage, sync=False,
+                                      manager=c.jobs, run=run, **options),
+        no_wait=no_wait)
+    if job_id is None:
         return
     d = follow(c.describe_export, c.cancel_export, job_id, label=f"export {index}",
                done_attr="records_exported", bytes_attr="bytes_written")

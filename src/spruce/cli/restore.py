@@ -7,7 +7,7 @@ import time
 import typer
 
 from spruce import jobs
-from spruce.cli.common import client, console, detach, fail
+from spruce.cli.common import client, console, fail, launch
 from spruce.cli.progress import follow
 
 HELP = """Restore SRC (an archive, or your own .jsonl/.jsonl.gz/.parquet file or Pinecone-layout
@@ -76,16 +76,12 @@ def restore(
     t0 = time.perf_counter()
     options = dict(on_conflict=on_conflict, namespace_map=nsmap or None, error_mode=error_mode,
                    namespace=namespace, dimension=dimension, metric=metric)
-    if getattr(c, "remote", False):  # --host: the server runs the job; SRC is sent as given
-        job_id = c.Index(index).upsert_from_file(src, sync=False, **options).import_id
-    else:
-        state = jobs.start_import(c.engine, index, src, sync=False, storage_options=storage, manager=c.jobs,
-                                  run=not no_wait, **options)
-        job_id = state.id
-        if no_wait:
-            detach(c, job_id)
-    if no_wait:
-        console.print(job_id)
+    job_id = launch(  # with --host, SRC is sent as given and resolved by the server
+        c, lambda: c.Index(index).upsert_from_file(src, sync=False, **options).import_id,
+        lambda run: jobs.start_import(c.engine, index, src, sync=False, storage_options=storage,
+                                      manager=c.jobs, run=run, **options),
+        no_wait=no_wait)
+    if job_id is None:
         return
     d = follow(c.describe_import, c.cancel_import, job_id, label=f"restore {index}",
                done_attr="records_imported", bytes_attr="bytes_read")

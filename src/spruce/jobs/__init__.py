@@ -26,7 +26,8 @@ ERROR_MODES = ("abort", "continue")
 
 __all__ = [
     "ERROR_MODES", "FORMATS", "ON_CONFLICT", "JobContext", "JobManager", "JobState", "JobStatus",
-    "export_description", "import_description", "jobs_for", "start_export", "start_import",
+    "export_description", "import_description", "jobs_for", "split_storage_options", "start_export",
+    "start_import",
 ]
 
 
@@ -34,7 +35,7 @@ def jobs_for(engine: Engine, *, auto_resume: bool = True) -> JobManager:
     return JobManager.for_engine(engine, auto_resume=auto_resume)
 
 
-def _split_storage(options: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+def split_storage_options(options: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(persistable options, secrets). A resumed job in a new process gets secrets from the
     environment's credential chain instead."""
     opts = dict(options or {})
@@ -69,7 +70,7 @@ def start_export(engine: Engine, index: str, storage_path: str, *, format: str =
         if v is not None and (not isinstance(v, int) or v < 1):
             raise InvalidArgument(f"{name} must be a positive integer, got {v!r}")
     store = open_store(storage_path, **dict(storage_options or {}))
-    storage, secrets = _split_storage(storage_options)
+    storage, secrets = split_storage_options(storage_options)
     state = JobState(
         id=new_job_id("export"), kind="export", index=index, uri=store.uri,
         options={
@@ -95,7 +96,7 @@ def start_import(engine: Engine, index: str, uri: str, *, on_conflict: str = "ov
     for old, new in (namespace_map or {}).items():
         nsmap[normalize_namespace(old)] = normalize_namespace(new)
     store = open_store(uri, **dict(storage_options or {}))
-    storage, secrets = _split_storage(storage_options)
+    storage, secrets = split_storage_options(storage_options)
     state = JobState(
         id=new_job_id("import"), kind="import", index=index, uri=store.uri,
         options={

@@ -76,6 +76,7 @@ from spruce.errors import (
     SpruceError,
     ValidationError,
 )
+from spruce.jobs import split_storage_options
 from spruce.jobs.manager import register_runner
 from spruce.records import (
     MAX_FETCH_IDS,
@@ -1389,13 +1390,6 @@ def run_remote_import(ctx: Any) -> None:
     ctx.save()
 
 
-def _split_secrets(options: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    from spruce.jobs import SECRET_OPTIONS
-
-    opts = dict(options or {})
-    return opts, {k: opts.pop(k) for k in list(opts) if k in SECRET_OPTIONS}
-
-
 def start_remote_export(manager: Any, index_name: str, dest_uri: str, *, api_key: str | None,
                         host: str | None = None, namespaces: Sequence[str] | None = None,
                         format: str = "jsonl.gz", storage_options: Mapping[str, Any] | None = None,
@@ -1412,7 +1406,7 @@ def start_remote_export(manager: Any, index_name: str, dest_uri: str, *, api_key
         raise InvalidArgument("namespaces must be a list of namespace names")
     nss = None if namespaces is None else list(dict.fromkeys(normalize_namespace(n) for n in namespaces))
     store = open_store(dest_uri, **dict(storage_options or {}))
-    storage, secrets = _split_secrets(storage_options)
+    storage, secrets = split_storage_options(storage_options)
     state = JobState(
         id=new_job_id("export"), kind="remote-export", index=index_name, uri=store.uri,
         options={"source": "pinecone", "pinecone_host": host, "namespaces": nss, "format": format,
@@ -1435,7 +1429,7 @@ def start_remote_import(manager: Any, src_uri: str, index_name: str, *, api_key:
     store = open_store(src_uri, **dict(storage_options or {}))
     if bulk_import:
         _import_uri(store)
-    storage, secrets = _split_secrets(storage_options)
+    storage, secrets = split_storage_options(storage_options)
     state = JobState(
         id=new_job_id("import"), kind="remote-import", index=index_name, uri=store.uri,
         options={"target": "pinecone", "pinecone_host": host, "cloud": cloud, "region": region,
