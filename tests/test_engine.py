@@ -588,3 +588,32 @@ def test_everything_survives_reopen(client, tmp_path):
     assert idx.query(vector=values[3], top_k=10, namespace="a").to_dict() == q
     assert idx.describe_index_stats().namespaces[""].vector_count == 20
     client.engine.close()
+
+
+def test_memory_loads_on_first_read_and_writes_before_it_land(client, tmp_path):
+    """Opening an index does not load it; writes made before the first read (a restore's) are
+    all visible once a read loads it, with skip semantics decided by SQLite meanwhile."""
+    client.create_index("lazy", dimension=DIM, metric="cosine")
+    records, values = make_records(50)
+    client.Index("lazy").upsert(records[:30], namespace="a")
+    client = reopen(client, tmp_path)
+    eng = client.engine.index("lazy")
+    assert eng._loaded is False
+    batch = RecordBatch(ids=[r["id"] for r in records[20:50]], values=values[20:50],
+                        sparse=None, metadata=[{"second": True}] * 30)
+    assert eng.upsert_batch("a", batch, on_conflict="skip") == 20  # 20..29 exist already
+    assert eng.existing_ids("a", ["id-0000", "id-0049", "nope"]) == ["id-0000", "id-0049"]
+    with eng.transaction() as tx:
+        tx.upsert("b", batch)
+        assert tx.staged == []  # nothing held for memory that is not loaded
+    assert eng._loaded is False
+    idx = client.Index("lazy")
+    got = idx.fetch(["id-0025", "id-0035"], namespace="a").vectors
+    assert got["id-0025"].metadata == records[25]["metadata"]  # skipped: the first write stays
+    assert got["id-0035"].metadata == {"second": True}
+    assert eng._loaded is True
+    stats = idx.describe_index_stats()
+    assert stats.namespaces["a"].vector_count == 50 and stats.namespaces["b"].vector_count == 30
+    top = idx.query(vector=values[40], top_k=1, namespace="b").matches[0]
+    assert top.id == "id-0040"
+    client.engine.close()

@@ -15,12 +15,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from spruce.archive.decode import Assembler, BadJson, OnError, Shape
-from spruce.archive.jsonl import loads_record
+from spruce.archive.decode import Assembler, OnError, Shape
 from spruce.archive.manifest import MANIFEST_NAME, FileEntry, Manifest, NamespaceEntry, parse_manifest
 from spruce.archive.parquet import IMPORT_SCHEMA, schema_matches
 from spruce.archive.streams import READ_CHUNK, DecodeFailure, ReadPipeline
@@ -149,25 +147,25 @@ def _read_jsonl(store: Store, f: SourceFile, asm: Assembler, batch_size: int,
         pipe.close()
 
 
-def _parse_line(seg: bytes) -> Any:
-    """A line's record, BadJson when it is not JSON, or None for a blank line."""
-    if seg.isspace():
-        return None
-    try:
-        return loads_record(seg)  # the standard library's second opinion on what orjson refused
-    except ValueError as e:
-        return BadJson(str(e))
+_SPACE = frozenset(b" \t\r\n\f\v")
 
 
 def _jsonl_batches(pipe: ReadPipeline, asm: Assembler, batch_size: int,
                    counter: list[int]) -> Iterator[RecordBatch]:
-    """Split decompressed chunks into lines (memoryview slices: no copy per line) and parse them."""
-    objs: list[Any] = []
+    """Split decompressed chunks into lines (memoryview slices: no copy per line), skip blank
+    ones, and hand them to the assembler ``batch_size`` at a time."""
+    lines: list[Any] = []
     locs: list[int] = []
     line = 0
     pending = b""
-    loads = orjson.loads
-    decode_error = orjson.JSONDecodeError
+    space = _SPACE
+
+    def take(seg: Any) -> None:
+        if seg[0] in space and bytes(seg).isspace():
+            return
+        lines.append(seg)
+        locs.append(line)
+
     for chunk in pipe:
         pos = 0
         if pending:
@@ -176,12 +174,9 @@ def _jsonl_batches(pipe: ReadPipeline, asm: Assembler, batch_size: int,
                 pending += chunk
                 continue
             line += 1
-            obj = _parse_line(pending + chunk[:end])
+            take(pending + chunk[:end])
             pending = b""
             pos = end + 1
-            if obj is not None:
-                objs.append(obj)
-                locs.append(line)
         find = chunk.find
         mv = memoryview(chunk)
         while True:
@@ -190,30 +185,21 @@ def _jsonl_batches(pipe: ReadPipeline, asm: Assembler, batch_size: int,
                 break
             line += 1
             if end > pos:
-                try:
-                    obj = loads(mv[pos:end])
-                except decode_error:
-                    obj = _parse_line(chunk[pos:end])
-                if obj is not None:
-                    objs.append(obj)
-                    locs.append(line)
-                    if len(objs) >= batch_size:
-                        counter[0] += len(objs)
-                        batch = asm.from_objects(objs, locs)
-                        objs, locs = [], []
-                        if batch is not None:
-                            yield batch
+                take(mv[pos:end])
+                if len(lines) >= batch_size:
+                    counter[0] += len(lines)
+                    batch = asm.from_lines(lines, locs)
+                    lines, locs = [], []
+                    if batch is not None:
+                        yield batch
             pos = end + 1
         pending = chunk[pos:]
     if pending:
         line += 1
-        obj = _parse_line(pending)
-        if obj is not None:
-            objs.append(obj)
-            locs.append(line)
-    if objs:
-        counter[0] += len(objs)
-        batch = asm.from_objects(objs, locs)
+        take(pending)
+    if lines:
+        counter[0] += len(lines)
+        batch = asm.from_lines(lines, locs)
         if batch is not None:
             yield batch
 

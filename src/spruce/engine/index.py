@@ -4,6 +4,10 @@ Write path: the writer mutex serializes writers; each write is one SQLite
 transaction, and only after it commits is the in-memory state updated under
 the RW lock. So a query never sees an uncommitted write, and a write that
 returned is on disk.
+
+The in-memory state is loaded on the first read that needs it, not on open:
+until then writes go to SQLite alone. A restore into a new index therefore
+never holds the index in memory, and opening an index to write to it is cheap.
 """
 
 from __future__ import annotations
@@ -123,7 +127,8 @@ class Transaction:
         self._index = index
         self._conn = index._conn
         self.touched: set[str] = set()
-        #: What was written, in order, to apply to memory after the commit (no reload from disk).
+        #: What was written, in order, to apply to memory after the commit (no reload from disk);
+        #: nothing is kept while the index's memory is not loaded.
         self.staged: list[tuple[str, RecordBatch, str]] = []
 
     def upsert(self, namespace: str, batch: RecordBatch, *, on_conflict: str = "overwrite",
@@ -133,7 +138,8 @@ class Transaction:
             validate_batch(batch, dimension=cfg.dimension, vector_type=cfg.vector_type)
         ns = normalize_namespace(namespace)
         n = self._index._write_batch(self._conn, ns, batch, on_conflict, self.touched)
-        self.staged.append((ns, batch, on_conflict))
+        if self._index._loaded:
+            self.staged.append((ns, batch, on_conflict))
         return n
 
     def set_marker(self, key: str, value: Any) -> None:
@@ -154,7 +160,7 @@ class Index:
         row = self._conn.execute("SELECT value FROM config WHERE key = 'index'").fetchone()
         self._config = IndexConfig.from_dict(orjson.loads(row[0]))
         self._ns: dict[str, NamespaceData] = {}
-        self._load_all()
+        self._loaded = False  # see the module docstring; flips once, under the writer mutex
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -197,6 +203,17 @@ class Index:
             self._conn.execute("COMMIT")
             self._config = cfg
             return cfg
+
+    def _ensure_loaded(self) -> None:
+        """Load memory before the first read that needs it. Called before taking the read lock:
+        loading holds the writer mutex, so no write can commit between reading SQLite and
+        marking memory loaded (a writer holding the mutex never waits for this)."""
+        if self._loaded:
+            return
+        with self._write_mutex:
+            if not self._loaded:
+                self._load_all()
+                self._loaded = True
 
     def _load_all(self) -> None:
         dim = self._config.dimension
@@ -267,6 +284,10 @@ class Index:
         if not len(batch):
             return 0
         with self._write_mutex:
+            if not self._loaded:
+                with self._write() as conn:
+                    n = self._write_batch(conn, ns, batch, on_conflict)
+                return n if on_conflict == "skip" else len(batch)
             if on_conflict == "skip":
                 data = self._ns.get(ns)
                 keep = [i for i, rid in enumerate(batch.ids) if data is None or rid not in data.pos]
@@ -294,6 +315,8 @@ class Index:
             with self._write():
                 tx = Transaction(self)
                 yield tx
+            if not self._loaded:
+                return
             try:
                 self._apply_staged(tx.staged)
             except BaseException:
@@ -338,6 +361,8 @@ class Index:
     def existing_ids(self, namespace: str | None, ids: Sequence[str]) -> list[str]:
         """Which of ``ids`` exist in a namespace (committed state)."""
         ns = normalize_namespace(namespace)
+        if not self._loaded:
+            return self._existing_ids(self._reader(), ns, ids)
         with self._rw.read():
             data = self._ns.get(ns)
             return [] if data is None else [i for i in ids if i in data.pos]
@@ -355,6 +380,7 @@ class Index:
         """Replace values or sparse values and merge set_metadata into the record's metadata."""
         ns = normalize_namespace(namespace)
         validate_id(id)
+        self._ensure_loaded()
         with self._write_mutex:
             current = self._namespace(ns).record(id) if ns in self._ns else None
             if current is None:
@@ -379,6 +405,7 @@ class Index:
         chosen = sum(x is not None and x is not False for x in (ids, filter)) + bool(delete_all)
         if chosen != 1:
             raise InvalidArgument("delete takes exactly one of ids, delete_all=True or filter")
+        self._ensure_loaded()
         with self._write_mutex:
             data = self._ns.get(ns)
             if delete_all:
@@ -413,6 +440,7 @@ class Index:
 
     def delete_namespace(self, namespace: str) -> None:
         ns = normalize_namespace(namespace)
+        self._ensure_loaded()
         if ns not in self._ns:
             raise NotFound(f"namespace {namespace!r} not found in index {self.name!r}")
         self.delete(delete_all=True, namespace=ns)
@@ -434,6 +462,7 @@ class Index:
         if len(ids) > MAX_FETCH_IDS:
             raise InvalidArgument(f"fetch takes at most {MAX_FETCH_IDS} ids, got {len(ids)}")
         out: dict[str, models.Vector] = {}
+        self._ensure_loaded()
         with self._rw.read():
             data = self._ns.get(ns)
             for k, rid in enumerate(ids):
@@ -463,6 +492,7 @@ class Index:
             raise InvalidArgument("a sparse index is queried with sparse_vector, not vector")
         if q_sparse is not None and cfg.metric != "dotproduct":
             raise InvalidArgument("sparse_vector queries need an index with metric 'dotproduct'")
+        self._ensure_loaded()
         with self._rw.read():
             data = self._ns.get(ns)
             if id is not None:
@@ -532,6 +562,7 @@ class Index:
 
     def describe_index_stats(self, filter: Mapping[str, Any] | None = None) -> models.DescribeIndexStatsResponse:
         flt = compile_filter(filter)
+        self._ensure_loaded()
         with self._rw.read():
             counts = {
                 ns: len(d) if flt.matches_all else int(flt.mask(d.metadata).sum())
@@ -549,6 +580,7 @@ class Index:
 
     def list_namespaces(self, prefix: str | None = None, limit: int | None = None,
                         pagination_token: str | None = None) -> models.ListNamespacesResponse:
+        self._ensure_loaded()
         with self._rw.read():
             names = sorted((ns, len(d)) for ns, d in self._ns.items() if len(d))
         described = [(ns or DEFAULT_NAMESPACE_ALIAS, n) for ns, n in names]
@@ -569,6 +601,7 @@ class Index:
 
     def describe_namespace(self, namespace: str) -> models.NamespaceDescription:
         ns = normalize_namespace(namespace)
+        self._ensure_loaded()
         with self._rw.read():
             data = self._ns.get(ns)
             if data is None or not len(data):
