@@ -61,6 +61,11 @@ import numpy as np
 import orjson
 from isal import igzip
 
+try:
+    import simdjson
+except ImportError:  # pragma: no cover - a dependency; without it fetches decode through orjson
+    simdjson = None  # type: ignore[assignment]
+
 from spruce.archive import ArchiveWriter, Manifest, open_source
 from spruce.archive.jsonl import encode_lines
 from spruce.archive.manifest import MANIFEST_NAME, check_no_credentials
@@ -403,6 +408,7 @@ class _Sdk:
         except Exception as exc:
             raise InvalidArgument(f"cannot set up the Pinecone client: {describe_error(exc)}") from exc
         self.host = host or DEFAULT_CONTROL_HOST
+        self._raw_fetch = True  # until the SDK turns out not to offer it (see fetch_raw)
         self._bound_sdk_retries()
 
     def _bound_sdk_retries(self) -> None:
@@ -508,14 +514,50 @@ class _Sdk:
         r = idx.list_paginated(**kwargs)
         return [str(_get(v, "id")) for v in (_get(r, "vectors") or [])], _next_token(r)
 
+    def fetch_raw(self, idx: Any, namespace: str, ids: list[str]) -> bytes | None:
+        """The fetch response's JSON body as the server sent it, or None when this SDK has no way
+        to hand it over (then ``fetch`` goes through the SDK's models).
+
+        Always through the SDK's own HTTP layer, so host, auth and API-version headers, TLS,
+        proxy and the SDK's retries are its own; what it skips is decoding the body into
+        models and lists of Python floats. 9.x/10.x: ``Index._http`` (httpx), the client its
+        own ``fetch`` calls; 7.3: the generated endpoint with ``_preload_content=False``.
+        Non-2xx answers raise the SDK's usual exceptions either way.
+        """
+        if not self._raw_fetch:
+            return None
+        try:
+            http = getattr(idx, "_http", None)
+            if self.major >= 8 and http is not None and callable(getattr(http, "get", None)):
+                base = getattr(http, "_base_url_str", None)  # its host, as it joins paths to it
+                if isinstance(base, str) and "://" in base:
+                    # the whole URL, query encoded here: httpx checks a query handed over as params
+                    # (or after a relative path) one character at a time, in Python
+                    response = http.get(f"{base.rstrip('/')}/vectors/fetch?{_fetch_query(ids, namespace)}")
+                else:
+                    params: dict[str, Any] = {"ids": ids}
+                    if namespace:
+                        params["namespace"] = namespace
+                    response = http.get("/vectors/fetch", params=params)
+                content = response.content
+                return content if isinstance(content, bytes) else bytes(content)
+            api = getattr(idx, "_vector_api", None)
+            if api is not None and callable(getattr(api, "fetch_vectors", None)):
+                raw = api.fetch_vectors(ids=ids, namespace=namespace, _preload_content=False)
+                data = getattr(raw, "data", raw)
+                if isinstance(data, (bytes, bytearray, memoryview)):
+                    return bytes(data)
+        except (TypeError, AttributeError):  # internals not shaped as expected: the SDK's models
+            pass
+        self._raw_fetch = False
+        return None
+
     def fetch(self, idx: Any, namespace: str, ids: list[str]) -> Mapping[str, Any]:
         """id -> record (an SDK Vector, or a plain dict) for the ids that exist."""
-        api = getattr(idx, "_vector_api", None)
-        if self.major < 8 and api is not None:
-            # 7.3 turns integer metadata into floats while building its models: read the raw JSON
-            raw = api.fetch_vectors(ids=ids, namespace=namespace, _preload_content=False)
-            data = getattr(raw, "data", raw)
-            return orjson.loads(data).get("vectors") or {}
+        raw = self.fetch_raw(idx, namespace, ids)
+        if raw is not None:
+            # (also spares 7.3 turning integer metadata into floats while it builds its models)
+            return _fetched_map(raw)
         r = idx.fetch(ids=ids, namespace=namespace)
         return _get(r, "vectors") or {}
 
@@ -539,6 +581,104 @@ class _Sdk:
     @staticmethod
     def cancel_import(idx: Any, import_id: str) -> None:
         idx.cancel_import(id=import_id)
+
+
+def _fetch_query(ids: list[str], namespace: str) -> str:
+    """``ids=a&ids=b...[&namespace=ns]``, percent-encoded (all at once when every id is URL-safe)."""
+    if _URL_SAFE.fullmatch("".join(ids)):
+        query = "ids=" + "&ids=".join(ids)
+    else:
+        query = "&".join("ids=" + quote(rid, safe="") for rid in ids)
+    return f"{query}&namespace={quote(namespace, safe='')}" if namespace else query
+
+
+def _fetched_map(raw: bytes) -> dict[str, Any]:
+    """A fetch response's ``vectors`` map, decoded the general way (orjson; the standard library
+    for what orjson refuses: integers beyond 64 bits, escaped lone surrogates)."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        try:
+            doc = json.loads(raw)
+        except ValueError as exc:
+            raise RemoteError(f"the fetch response is not JSON ({exc})") from None
+    vectors = doc.get("vectors") if isinstance(doc, dict) else None
+    if vectors is None:
+        return {}
+    if not isinstance(vectors, dict):
+        raise RemoteError(f"the fetch response's 'vectors' is a {type(vectors).__name__}, not an object")
+    return vectors
+
+
+def _fast_batch(raw: bytes, ids: list[str], dim: int | None) -> RecordBatch | None:
+    """The records of a fetch response, in ``ids`` order, straight from its JSON bytes: dense values
+    parsed by simdjson into float64 buffers and cast once to a float32 matrix (exact: the values
+    were written as float32 text), metadata and sparse values as Python objects.
+
+    ``dim`` is the dense dimension (None: a sparse index, no dense values). None when anything
+    is not as expected (an id missing or repeated, a field of another type or length, JSON
+    simdjson refuses): the caller then decodes the same bytes the general way, which either
+    accepts them or names the record and field at fault.
+    """
+    if simdjson is None:
+        return None
+    parser = simdjson.Parser()  # one per call: a parser is not reusable while its proxies live
+    try:
+        doc = parser.parse(raw)
+        vecs = doc.get("vectors") if isinstance(doc, simdjson.Object) else None
+        if not isinstance(vecs, simdjson.Object):
+            return None
+        n = len(ids)
+        where = {rid: i for i, rid in enumerate(ids)}
+        keys = list(vecs.keys())  # (items() and values() would build dicts of lists of floats)
+        if len(where) != n or len(keys) != n or len(set(keys)) != n:
+            return None  # an id missing or repeated: the general way sorts it out
+        order: list[int] = []
+        bufs: list[bytes] = []
+        sparse: list[Any] = [None] * n
+        metas: list[Any] = [None] * n
+        any_sparse = False
+        for rid in keys:
+            i = where.get(rid, -1)
+            v = vecs[rid]
+            if i < 0 or not isinstance(v, simdjson.Object):
+                return None
+            order.append(i)
+            if dim:
+                values = v.get("values")
+                if not isinstance(values, simdjson.Array) or len(values) != dim:
+                    return None
+                bufs.append(values.as_buffer(of_type="d"))
+            sv = v.get("sparseValues")
+            if sv is None:
+                sv = v.get("sparse_values")
+            if sv is not None:
+                if not isinstance(sv, simdjson.Object):
+                    return None
+                si, sx = sv.get("indices"), sv.get("values")
+                if not isinstance(si, simdjson.Array) or not isinstance(sx, simdjson.Array):
+                    return None
+                if len(si) or not dim:
+                    sparse[i] = {"indices": si.as_list(), "values": sx.as_list()}
+                    any_sparse = True
+            md = v.get("metadata")
+            if md is not None:
+                if not isinstance(md, simdjson.Object):
+                    return None
+                metas[i] = md.as_dict()
+        matrix = None
+        if dim:
+            flat = np.frombuffer(b"".join(bufs), dtype=np.float64).reshape(n, dim)
+            if order == list(range(n)):
+                matrix = flat.astype(np.float32)
+            else:
+                matrix = np.empty((n, dim), dtype=np.float32)
+                matrix[np.asarray(order)] = flat
+        return RecordBatch(ids=list(ids), values=matrix, sparse=sparse if any_sparse else None, metadata=metas)
+    except (ValueError, TypeError, KeyError, RuntimeError, OverflowError):
+        return None  # e.g. simdjson's NUMBER_ERROR (beyond 64 bits) or STRING_ERROR (lone surrogates)
+    finally:
+        doc = vecs = v = values = sv = si = sx = md = None  # the parser's proxies go before it does
 
 
 def _major(version: str) -> int:
@@ -617,7 +757,18 @@ class _Exporter:
 
     def fetch(self, namespace: str, ids: list[str]) -> RecordBatch:
         what = f"fetch {len(ids)} ids from namespace {namespace or '__default__'!r}"
-        got = dict(self.retrier.call(what, lambda: self.sdk.fetch(self.idx, namespace, ids)))
+        raw = self.retrier.call(what, lambda: self.sdk.fetch_raw(self.idx, namespace, ids))
+        if raw is not None:
+            dense = self.info.vector_type != "sparse"
+            fast = _fast_batch(raw, ids, self.dim if dense else None)
+            if fast is not None:
+                if ids:
+                    with self._est_lock:
+                        self._avg_extra = max(64.0, len(raw) / len(ids) - (16 * self.dim if dense else 0))
+                return self._validated(namespace, fast)
+            got = dict(_fetched_map(raw))  # the general way, which names whatever is wrong
+        else:
+            got = dict(self.retrier.call(what, lambda: self.sdk.fetch(self.idx, namespace, ids)))
         missing = [rid for rid in ids if rid not in got]
         if missing:
             # a record being deleted right now, or a lagging replica: ask once more, then give up
@@ -676,6 +827,9 @@ class _Exporter:
                 raise ValidationError("values are not a matrix", field="values")
         batch = RecordBatch(ids=list(ids), values=values,
                             sparse=sparse if any(s is not None for s in sparse) else None, metadata=metas)
+        return self._validated(namespace, batch)
+
+    def _validated(self, namespace: str, batch: RecordBatch) -> RecordBatch:
         try:
             return validate_batch(batch, dimension=self.info.dimension, vector_type=self.info.vector_type)
         except ValidationError as exc:
