@@ -173,3 +173,25 @@ def test_data_folder_is_locked_to_one_process(tmp_path):
             holder.kill()
             holder.wait()
         holder.stdout.close()
+
+
+def test_the_wal_is_copied_back_by_the_background_checkpointer(tmp_path):
+    """The writer leaves checkpoints to a background thread: committed pages reach the main
+    database file without the writer checkpointing (its own backstop is far above this)."""
+    from spruce.engine import Engine
+
+    eng = Engine(tmp_path / "data")
+    try:
+        idx = eng.create_index("ck", dimension=64, metric="cosine")
+        idx._checkpointer.threshold = 1
+        db = os.path.join(idx.path, "index.db")
+        before = os.path.getsize(db)
+        values = np.random.default_rng(0).standard_normal((2000, 64)).astype(np.float32)
+        idx.upsert([{"id": f"r{i}", "values": values[i]} for i in range(2000)])
+        deadline = time.monotonic() + 30
+        while os.path.getsize(db) <= before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert os.path.getsize(db) > before + 2000 * 64 * 4 // 2
+        assert idx.fetch(["r1999"]).vectors["r1999"].values == values[1999].tolist()
+    finally:
+        eng.close()

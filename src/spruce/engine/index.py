@@ -153,7 +153,8 @@ class Index:
     def __init__(self, path: str, *, durability: str = "process") -> None:
         self.path = path
         self._db = os.path.join(path, "index.db")
-        self._conn = store.connect(self._db, durability=durability)
+        self._conn = store.connect_writer(self._db, durability=durability)
+        self._checkpointer = store.Checkpointer(self._db)
         self._write_mutex = threading.RLock()
         self._rw = RWLock()
         self._local = threading.local()
@@ -177,6 +178,7 @@ class Index:
 
     def close(self) -> None:
         with self._write_mutex:
+            self._checkpointer.close()
             self._conn.close()
 
     @property
@@ -274,6 +276,7 @@ class Index:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+            self._checkpointer.poke()
 
     def upsert_batch(self, namespace: str | None, batch: RecordBatch, *, on_conflict: str = "overwrite",
                      validate: bool = True) -> int:
