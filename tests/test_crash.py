@@ -136,6 +136,9 @@ def kill_export(data: Path, dest: Path, fmt: str = "jsonl.gz") -> dict[str, Any]
 def test_killed_export_is_rerun_from_a_fresh_snapshot(data: Path, tmp_path: Path, fmt: str) -> None:
     dest = tmp_path / "archive"
     state = kill_export(data, dest, fmt)
+    stale = dest / "__default__" / ".spruce-tmp-part-00099.jsonl.gz.dead0000"  # as a kill mid-part leaves
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"half a part")
 
     seen: list[bytes] = []
     stop = threading.Event()
@@ -168,6 +171,7 @@ def test_killed_export_is_rerun_from_a_fresh_snapshot(data: Path, tmp_path: Path
         report = verify_archive(open_store(str(dest)))
         assert report.ok and report.records_checked == N
         assert report.orphans == []  # the crashed run's parts were replaced or removed
+        assert not list(dest.rglob(".spruce-tmp-*"))  # and so were its half-written temp files
         assert archive_records(dest) == dump(c.Index("big"))
         assert json.loads(final)["export_id"] == state["id"]
     finally:

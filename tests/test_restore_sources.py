@@ -225,3 +225,26 @@ def test_nothing_to_restore(client, tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument):
         client.Index("t").upsert_from_file(str(tmp_path / "empty"), error_mode="sometimes")
     assert not client.has_index("t")
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_an_id_repeated_anywhere_in_a_file_is_refused_not_silently_replaced(client, tmp_path: Path,
+                                                                            fmt: str) -> None:
+    recs = records(1500)
+    recs[1400] = {**recs[3], "metadata": {"second": True}}  # same id as record 3, another batch
+    path = (write_jsonl(tmp_path / "dup.jsonl", recs) if fmt == "jsonl"
+            else write_parquet(tmp_path / "dup.parquet", recs))
+    with pytest.raises(ValidationError) as info:
+        client.Index("dup").upsert_from_file(str(path))
+    err = info.value
+    where = ("line", 1401, 4) if fmt == "jsonl" else ("record", 1400, 3)
+    assert (err.field, err.record_id) == ("id", "r3")
+    assert (err.line if fmt == "jsonl" else err.record) == where[1]
+    assert f"first at {where[0]} {where[2]}" in str(err) and path.name in str(err)
+    assert not client.has_index("dup")
+
+    d = client.Index("dup").upsert_from_file(str(path), error_mode="continue")
+    assert (d.records_imported, d.records_rejected) == (1499, 1)
+    [reject] = [json.loads(x) for x in Path(d.rejects_path).read_text().splitlines()]
+    assert (reject["id"], reject["field"]) == ("r3", "id")
+    assert stored(client.Index("dup")) == {"": expected(recs[:1400] + recs[1401:])}  # the first one stays

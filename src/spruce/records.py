@@ -120,6 +120,15 @@ class RecordBatch:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def take(self, rows: Sequence[int]) -> RecordBatch:
+        """The records at ``rows``, in that order."""
+        return RecordBatch(
+            ids=[self.ids[i] for i in rows],
+            values=None if self.values is None else self.values[list(rows)],
+            sparse=None if self.sparse is None else [self.sparse[i] for i in rows],
+            metadata=[self.metadata[i] for i in rows],
+        )
+
     def records(self) -> Iterator[Record]:
         for i, rid in enumerate(self.ids):
             yield Record(

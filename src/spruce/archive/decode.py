@@ -73,6 +73,9 @@ class Assembler:
         self.shape = shape
         self.on_error = on_error
         self.skipped = 0
+        #: id -> where it was first seen in this file: a second record with the same id would
+        #: silently replace the first, so it is an error (bounded: a file is one part).
+        self.seen: dict[str, int] = {}
 
     # -- errors -----------------------------------------------------------------
 
@@ -97,10 +100,11 @@ class Assembler:
         if not lines:
             return None
         try:
-            return self._fast_lines(lines)
+            batch = self._fast_lines(lines)
         except Exception:  # simdjson's ValueError/RuntimeError, _Slow, a bad record: let orjson decide
             self._parser = None  # a parse that failed may leave proxies holding the parser
             return self.from_objects([_parse_line(line) for line in lines], locs)
+        return self._unique(batch, locs)
 
     _parser: Any = None
 
@@ -151,9 +155,10 @@ class Assembler:
         if not objs:
             return None
         try:
-            return self._fast_objects(objs)
+            batch = self._fast_objects(objs)
         except (_Slow, ValidationError, ValueError, TypeError, KeyError, OverflowError):
             return self._slow(objs, locs)
+        return self._unique(batch, locs)
 
     def _fast_objects(self, objs: list[Any]) -> RecordBatch:
         for o in objs:
@@ -186,9 +191,29 @@ class Assembler:
         )
         return validate_batch(batch, dimension=shape.dimension, vector_type=shape.vector_type or "dense")
 
+    def _unique(self, batch: RecordBatch, locs: Sequence[int]) -> RecordBatch | None:
+        """Refuse (or, under on_error, skip) records whose id came earlier in this file."""
+        seen = self.seen
+        if seen.keys().isdisjoint(batch.ids):
+            seen.update(zip(batch.ids, locs, strict=True))
+            return batch
+        keep: list[int] = []
+        for i, (rid, loc) in enumerate(zip(batch.ids, locs, strict=True)):
+            if rid in seen:
+                self.fail(self._duplicate(rid), loc)
+            else:
+                seen[rid] = loc
+                keep.append(i)
+        return batch.take(keep) if keep else None
+
+    def _duplicate(self, rid: str) -> ValidationError:
+        where = "line" if self.by_line else "record"
+        return ValidationError(f"appears twice in this file (first at {where} {self.seen[rid]})",
+                               field="id", record_id=rid)
+
     def _slow(self, objs: Sequence[Any], locs: Sequence[int]) -> RecordBatch | None:
         good: list[Record] = []
-        seen: set[str] = set()
+        seen = self.seen
         shape = self.shape
         for obj, loc in zip(objs, locs, strict=True):
             if type(obj) is BadJson:
@@ -199,11 +224,11 @@ class Assembler:
                     shape.learn(obj)
                 rec = _parse_row(obj, dimension=shape.dimension, vector_type=shape.vector_type or "dense")
                 if rec.id in seen:
-                    raise ValidationError("appears twice in one batch", field="id", record_id=rec.id)
+                    raise self._duplicate(rec.id)
             except ValidationError as e:
                 self.fail(e, loc)
                 continue
-            seen.add(rec.id)
+            seen[rec.id] = loc
             good.append(rec)
         if not good:
             return None
@@ -218,9 +243,10 @@ class Assembler:
         if rb.num_rows == 0:
             return None
         try:
-            return self._fast_arrow(rb)
+            batch = self._fast_arrow(rb)
         except (_Slow, ValidationError, ValueError, TypeError, OverflowError, pa.ArrowException):
             return self._slow(self._arrow_rows(rb), range(row0, row0 + rb.num_rows))
+        return self._unique(batch, range(row0, row0 + rb.num_rows))
 
     def check_arrow_schema(self, schema: pa.Schema) -> None:
         """File-level checks a Parquet file must pass before any row is read."""

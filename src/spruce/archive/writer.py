@@ -299,6 +299,7 @@ class ArchiveWriter:
                 created_at=created_at,
             )
             self._remove_orphans({f.path for ns in entries for f in ns.files})
+            self.store.remove_incomplete()  # a killed earlier run's half-written parts
             self.store.put_bytes(MANIFEST_NAME, manifest.to_json())
         except BaseException:
             self.abort()

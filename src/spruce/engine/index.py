@@ -295,7 +295,7 @@ class Index:
                 data = self._ns.get(ns)
                 keep = [i for i, rid in enumerate(batch.ids) if data is None or rid not in data.pos]
                 if len(keep) != len(batch):
-                    batch = _take(batch, keep)
+                    batch = batch.take(keep)
                 if not len(batch):
                     return 0
             with self._write() as conn:
@@ -340,7 +340,7 @@ class Index:
                             seen.add(rid)
                             keep.append(i)
                     if len(keep) != len(batch):
-                        batch = _take(batch, keep)
+                        batch = batch.take(keep)
                 if len(batch):
                     self._namespace(ns, create=True).put(batch.ids, batch.values, batch.sparse, batch.metadata)
 
@@ -614,15 +614,6 @@ class Index:
     def snapshot(self) -> Snapshot:
         """An exact, isolated read view for export; close it when done."""
         return Snapshot(self._db, self._config.dimension)
-
-
-def _take(batch: RecordBatch, keep: list[int]) -> RecordBatch:
-    return RecordBatch(
-        ids=[batch.ids[i] for i in keep],
-        values=None if batch.values is None else batch.values[keep],
-        sparse=None if batch.sparse is None else [batch.sparse[i] for i in keep],
-        metadata=[batch.metadata[i] for i in keep],
-    )
 
 
 def _sparse_model(sv: Any) -> models.SparseVector | None:

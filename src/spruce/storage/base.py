@@ -69,6 +69,14 @@ class Store(ABC):
             n += 1
         return n
 
+    def remove_incomplete(self) -> int:
+        """Remove leftovers of writes that never finished (a killed export); how many.
+
+        Object stores make an object visible only when its upload completes, so by
+        default there is nothing to remove.
+        """
+        return 0
+
     def signed_url(self, path: str, expires: timedelta) -> str | None:
         """A pre-signed GET URL, or None when this backend cannot sign (local folders)."""
         return None

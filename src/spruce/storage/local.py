@@ -102,6 +102,16 @@ class LocalStore(Store):
     def delete(self, path: str) -> None:
         self._path(path).unlink(missing_ok=True)
 
+    def remove_incomplete(self) -> int:
+        """Delete the hidden temp files of writes that were never closed (the process died)."""
+        n = 0
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                if name.startswith(_TMP_MARK):
+                    (Path(dirpath) / name).unlink(missing_ok=True)
+                    n += 1
+        return n
+
     def local_path(self, path: str) -> str | None:
         return str(self._path(path))
 
