@@ -478,3 +478,179 @@ def test_job_cancel_exception_is_cancelled() -> None:
     rep.stop.set()
     with pytest.raises(JobCancelled):
         rep.check_cancel()
+
+
+# -- the fetch decoder: simdjson's fast path, and the general way it falls back to ----------------
+
+
+def _fetch_response(records: list[dict[str, Any]]) -> bytes:
+    """A fetch response as a server writes it: dense values in their shortest float32 text."""
+    from spruce.archive.jsonl import encode_lines
+    from spruce.records import RecordBatch
+
+    if not records:
+        return b'{"vectors":{},"namespace":"","usage":{"readUnits":1}}'
+    batch = RecordBatch(ids=[r["id"] for r in records], values=np.stack([r["values"] for r in records]),
+                        metadata=[r.get("metadata") for r in records])
+    body = b",".join(orjson.dumps(rid) + b":" + line for rid, line in zip(batch.ids, encode_lines(batch), strict=True))
+    return b'{"vectors":{' + body + b'},"namespace":"","usage":{"readUnits":1}}'
+
+
+class _StubSdk:
+    """Answers fetch_raw with canned bytes (one answer per call, the last one repeated)."""
+
+    def __init__(self, *answers: bytes) -> None:
+        self.answers = list(answers)
+        self.asked: list[list[str]] = []
+
+    def fetch_raw(self, idx: Any, namespace: str, ids: list[str]) -> bytes:
+        self.asked.append(list(ids))
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+    def fetch(self, idx: Any, namespace: str, ids: list[str]) -> Any:
+        return remote._fetched_map(self.fetch_raw(idx, namespace, ids))
+
+
+def _exporter(sdk: Any, dim: int | None = 4, vector_type: str = "dense") -> remote._Exporter:
+    info = remote.IndexInfo(name="x", host="http://h", dimension=dim, metric="cosine", vector_type=vector_type,
+                            spec={}, tags={}, integrated=False, ready=True)
+    reporter = remote._Reporter()
+    return remote._Exporter(sdk, info, object(), reporter, parallelism=1, retrier=remote._Retrier(reporter))
+
+
+@pytest.fixture
+def fast_calls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each _fast_batch call took the fast path (True) or handed over to the general way."""
+    seen: list[bool] = []
+    real = remote._fast_batch
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        out = real(*args, **kwargs)
+        seen.append(out is not None)
+        return out
+
+    monkeypatch.setattr(remote, "_fast_batch", spy)
+    return seen
+
+
+def test_fast_path_is_bit_exact_for_float32() -> None:
+    """Every float32 the server writes (shortest text) comes back with the same bits: random bit
+    patterns over the whole range, subnormals, both zeros, the extremes."""
+    pytest.importorskip("simdjson")
+    rng = np.random.default_rng(7)
+    bits = rng.integers(0, 2**32, size=400_000, dtype=np.uint64).astype(np.uint32)
+    values = bits.view(np.float32)
+    values = values[np.isfinite(values)]
+    edges = np.array([0.0, -0.0, 1e-45, -1e-45, 1.1754942e-38, 1.1754944e-38, 3.4028235e38, -3.4028235e38,
+                      0.1, 1.0, -1.0, 16777217.0], dtype=np.float32)
+    dim = 100
+    flat = np.concatenate([edges, values])[: (len(values) // dim) * dim].reshape(-1, dim)
+    ids = [f"r{i}" for i in range(len(flat))]
+    raw = _fetch_response([{"id": rid, "values": flat[i]} for i, rid in enumerate(ids)])
+    batch = remote._fast_batch(raw, ids, dim)
+    assert batch is not None and batch.values is not None and batch.values.dtype == np.float32
+    assert np.array_equal(batch.values.view(np.uint32), flat.view(np.uint32))
+    assert batch.metadata == [None] * len(ids) and batch.sparse is None
+
+
+def test_fast_path_keeps_the_order_asked_for(fast_calls: list[bool]) -> None:
+    rng = np.random.default_rng(3)
+    recs = [{"id": f"id-{i}", "values": rng.standard_normal(4).astype(np.float32), "metadata": {"i": i}}
+            for i in range(50)]
+    ids = [r["id"] for r in recs]
+    shuffled = [recs[i] for i in rng.permutation(len(recs))]
+    ex = _exporter(_StubSdk(_fetch_response(shuffled)))
+    batch = ex.fetch("", ids)
+    assert fast_calls == [True]
+    assert batch.ids == ids and [m["i"] for m in batch.metadata] == list(range(50))
+    assert np.array_equal(batch.values.view(np.uint32), np.stack([r["values"] for r in recs]).view(np.uint32))
+
+
+def test_export_takes_the_fast_path(source: Served, tmp_path: Path, fast_calls: list[bool]) -> None:
+    pytest.importorskip("simdjson")
+    m = remote.export("small", str(tmp_path / "a"), api_key=KEY, host=source.url)
+    assert m.totals["records"] == 300
+    assert fast_calls and all(fast_calls)
+    _same(_snapshot(source.engine, "small", "only"), _archive_records(str(tmp_path / "a"), "only"))
+
+
+def test_odd_json_falls_back_to_the_general_way(fast_calls: list[bool]) -> None:
+    """Integer-valued floats, 64-bit extremes, integers beyond 64 bits, unicode ids, a repeated key:
+    whatever the fast path does not take, the general decoder does, from the same bytes."""
+    ids = ["é-1", "日本-2", "😀-3"]
+    raw = ('{"vectors":{'
+           '"é-1":{"id":"é-1","values":[1,2,0,-3],"metadata":{"u":18446744073709551615,"s":-9223372036854775808}},'
+           '"日本-2":{"id":"日本-2","values":[0.5,-0.25,1e-45,3],"metadata":{"t":"\\ud83d\\ude00"}},'
+           '"😀-3":{"id":"😀-3","values":[1.5,2.5,3.5,4.5],"sparseValues":{"indices":[7,4294967295],'
+           '"values":[1,0.5]}}},"namespace":"","usage":{"readUnits":1}}').encode()
+    want = np.array([[1, 2, 0, -3], [0.5, -0.25, 1e-45, 3], [1.5, 2.5, 3.5, 4.5]], dtype=np.float32)
+
+    def check(batch: Any) -> None:
+        assert batch.ids == ids
+        assert np.array_equal(batch.values.view(np.uint32), want.view(np.uint32))
+        assert batch.metadata[0] == {"u": 2**64 - 1, "s": -(2**63)} and batch.metadata[1] == {"t": "😀"}
+        assert batch.metadata[2] is None and batch.sparse[:2] == [None, None]
+        assert batch.sparse[2].indices.tolist() == [7, 2**32 - 1] and batch.sparse[2].values.tolist() == [1, 0.5]
+
+    check(_exporter(_StubSdk(raw)).fetch("", ids))
+
+    beyond = raw.replace(b"18446744073709551615", b"18446744073709551616")  # simdjson refuses it
+    with pytest.raises(remote.ValidationError) as err:
+        _exporter(_StubSdk(beyond)).fetch("", ids)
+    assert err.value.record_id == "é-1" and err.value.field == "metadata.u" and "64 bits" in str(err.value)
+
+    # a key repeated: JSON's last one wins, as with orjson
+    repeated = raw.replace(b'"\xc3\xa9-1":{"id"', b'"\xc3\xa9-1":{"values":[9,9,9,9]},"\xc3\xa9-1":{"id"', 1)
+    check(_exporter(_StubSdk(repeated)).fetch("", ids))
+    # a lone surrogate escape: simdjson and orjson refuse it, the standard library reads it
+    lone = raw.replace(b"\\ud83d\\ude00", b"\\ud800")
+    with pytest.raises(remote._Unparsable):
+        remote._fast_batch(lone, ids, 4)
+    assert remote._fetched_map(lone)["日本-2"]["metadata"] == {"t": "\ud800"}
+    assert fast_calls == [True, False]  # (the JSON texts simdjson refuses never get to return)
+
+
+def test_a_bad_record_is_named_by_the_fast_paths_fallback() -> None:
+    recs = [{"id": f"v{i}", "values": np.full(4, i, np.float32)} for i in range(5)]
+    raw = _fetch_response(recs).replace(b'"v3","values":[3.0,3.0,3.0,3.0]', b'"v3","values":[3.0,3.0,3.0]')
+    assert raw != _fetch_response(recs)
+    with pytest.raises(remote.ValidationError, match="has 3 dimensions, the index has 4") as err:
+        _exporter(_StubSdk(raw)).fetch("ns", [r["id"] for r in recs])
+    assert err.value.record_id == "v3" and err.value.field == "values"
+    raw = _fetch_response(recs).replace(b'"v1","values":[1.0,', b'"v1","values":[null,')
+    with pytest.raises(remote.ValidationError, match="finite") as err:
+        _exporter(_StubSdk(raw)).fetch("ns", [r["id"] for r in recs])
+    assert err.value.record_id == "v1" and err.value.field == "values"
+
+
+def test_an_id_listed_but_missing_from_both_fetches_is_named(fast_calls: list[bool]) -> None:
+    recs = [{"id": f"v{i}", "values": np.full(4, i, np.float32)} for i in range(5)]
+    sdk = _StubSdk(_fetch_response(recs[:2] + recs[3:]), _fetch_response([]))
+    ex = _exporter(sdk)
+    with pytest.raises(remote.IncompleteExport, match=r"namespace 'ns': id 'v2' was listed but could not be "
+                                                      r"fetched"):
+        ex.fetch("ns", [r["id"] for r in recs])
+    assert sdk.asked == [[r["id"] for r in recs], ["v2"]]  # asked once more, for the missing id only
+    # ...and found the second time: the batch is whole, in order
+    sdk = _StubSdk(_fetch_response(recs[:2] + recs[3:]), _fetch_response(recs[2:3]))
+    batch = _exporter(sdk).fetch("ns", [r["id"] for r in recs])
+    assert batch.ids == [r["id"] for r in recs] and batch.values[:, 0].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_sparse_index_through_the_fast_path(fast_calls: list[bool]) -> None:
+    raw = (b'{"vectors":{"a":{"id":"a","sparseValues":{"indices":[1,5],"values":[0.5,0.25]}},'
+           b'"b":{"id":"b","values":[],"sparseValues":{"indices":[2],"values":[1.5]},"metadata":{"k":"v"}}}}')
+    batch = _exporter(_StubSdk(raw), dim=None, vector_type="sparse").fetch("", ["a", "b"])
+    assert fast_calls == [True] and batch.values is None and batch.metadata == [None, {"k": "v"}]
+    assert [s.indices.tolist() for s in batch.sparse] == [[1, 5], [2]]
+    assert [s.values.tolist() for s in batch.sparse] == [[0.5, 0.25], [1.5]]
+
+
+def test_without_a_raw_path_the_sdk_models_are_used() -> None:
+    class Idx:
+        def fetch(self, ids: list[str], namespace: str) -> Any:
+            return {"vectors": {i: {"id": i, "values": [1.0, 2.0]} for i in ids}}
+
+    sdk = remote._Sdk(KEY, "http://127.0.0.1:9")
+    assert sdk.fetch_raw(Idx(), "", ["a"]) is None and not sdk._raw_fetch
+    assert set(sdk.fetch(Idx(), "", ["a", "b"])) == {"a", "b"}

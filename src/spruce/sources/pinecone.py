@@ -592,12 +592,20 @@ def _fetch_query(ids: list[str], namespace: str) -> str:
     return f"{query}&namespace={quote(namespace, safe='')}" if namespace else query
 
 
-def _fetched_map(raw: bytes) -> dict[str, Any]:
-    """A fetch response's ``vectors`` map, decoded the general way (orjson; the standard library
-    for what orjson refuses: integers beyond 64 bits, escaped lone surrogates)."""
+class _Unparsable(ValueError):
+    """simdjson refused a response's JSON (integers beyond 64 bits, escaped lone surrogates...)."""
+
+
+def _fetched_map(raw: bytes, *, exact: bool = False) -> dict[str, Any]:
+    """A fetch response's ``vectors`` map, decoded the general way: orjson, or the standard library
+    for what orjson refuses (escaped lone surrogates) and, when ``exact``, for all of it (orjson
+    reads integers beyond 64 bits as floats; the standard library keeps them, so validation can
+    name them)."""
     try:
+        if exact:
+            raise ValueError("exact")
         doc = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+    except ValueError:  # orjson.JSONDecodeError included
         try:
             doc = json.loads(raw)
         except ValueError as exc:
@@ -616,15 +624,18 @@ def _fast_batch(raw: bytes, ids: list[str], dim: int | None) -> RecordBatch | No
     were written as float32 text), metadata and sparse values as Python objects.
 
     ``dim`` is the dense dimension (None: a sparse index, no dense values). None when anything
-    is not as expected (an id missing or repeated, a field of another type or length, JSON
-    simdjson refuses): the caller then decodes the same bytes the general way, which either
-    accepts them or names the record and field at fault.
+    is not as expected (an id missing or repeated, a field of another type or length): the
+    caller then decodes the same bytes the general way, which either accepts them or names the
+    record and field at fault. Raises _Unparsable for JSON simdjson refuses.
     """
     if simdjson is None:
         return None
     parser = simdjson.Parser()  # one per call: a parser is not reusable while its proxies live
     try:
-        doc = parser.parse(raw)
+        try:
+            doc = parser.parse(raw)
+        except ValueError as exc:  # NUMBER_ERROR (beyond 64 bits), STRING_ERROR (lone surrogates)...
+            raise _Unparsable(str(exc)) from None
         vecs = doc.get("vectors") if isinstance(doc, simdjson.Object) else None
         if not isinstance(vecs, simdjson.Object):
             return None
@@ -675,8 +686,10 @@ def _fast_batch(raw: bytes, ids: list[str], dim: int | None) -> RecordBatch | No
                 matrix = np.empty((n, dim), dtype=np.float32)
                 matrix[np.asarray(order)] = flat
         return RecordBatch(ids=list(ids), values=matrix, sparse=sparse if any_sparse else None, metadata=metas)
+    except _Unparsable:
+        raise
     except (ValueError, TypeError, KeyError, RuntimeError, OverflowError):
-        return None  # e.g. simdjson's NUMBER_ERROR (beyond 64 bits) or STRING_ERROR (lone surrogates)
+        return None  # e.g. as_buffer on an array holding something other than numbers
     finally:
         doc = vecs = v = values = sv = si = sx = md = None  # the parser's proxies go before it does
 
@@ -760,13 +773,17 @@ class _Exporter:
         raw = self.retrier.call(what, lambda: self.sdk.fetch_raw(self.idx, namespace, ids))
         if raw is not None:
             dense = self.info.vector_type != "sparse"
-            fast = _fast_batch(raw, ids, self.dim if dense else None)
+            try:
+                fast = _fast_batch(raw, ids, self.dim if dense else None)
+                exact = False
+            except _Unparsable:
+                fast, exact = None, True
             if fast is not None:
                 if ids:
                     with self._est_lock:
                         self._avg_extra = max(64.0, len(raw) / len(ids) - (16 * self.dim if dense else 0))
                 return self._validated(namespace, fast)
-            got = dict(_fetched_map(raw))  # the general way, which names whatever is wrong
+            got = dict(_fetched_map(raw, exact=exact))  # the general way, which names whatever is wrong
         else:
             got = dict(self.retrier.call(what, lambda: self.sdk.fetch(self.idx, namespace, ids)))
         missing = [rid for rid in ids if rid not in got]
