@@ -19,6 +19,12 @@ samples its RSS (psutil, every 5 ms): extra = peak during the job - RSS just bef
 source index is loaded). For a restore, the new index's own in-memory copy is part of the result,
 not overhead, so its steady state (RSS after the job) is shown too.
 
+Floors: the same run also times the libraries alone on the first ``--floor-records`` records of
+the source, with none of spruce's code: the CPU a record costs at least (orjson's float32
+formatting + isal gzip; isal gunzip + simdjson's number parsing; pyarrow's Parquet encoding or
+decoding; a bare SQLite read or insert of the same rows). ``ceiling`` = CPUs / floor: the rate
+nothing could beat on this machine even if all cores did only that work.
+
 Goals: export jsonl.gz >= 40k rec/s, export parquet >= 100k rec/s, restore jsonl.gz >= 25k rec/s,
 restore parquet >= 60k rec/s, extra RSS <= 300 MB.
 """
@@ -217,12 +223,97 @@ def profile(client: Any, base: Path, what: str, top: int) -> None:
     pstats.Stats(prof).sort_stats("tottime").print_stats(top)
 
 
+def _best(fn: Any, n: int, repeat: int = 3) -> float:
+    """Microseconds per record of fn() (best of ``repeat``: the floor, not the typical cost)."""
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best / n * 1e6
+
+
+def floors(client: Any, base: Path, n: int) -> dict[tuple[str, str], float]:
+    """CPU microseconds per record that the libraries alone need, for each job (see the docstring)."""
+    import sqlite3
+
+    import orjson
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import simdjson
+    from isal import igzip
+
+    from spruce.archive.parquet import IMPORT_SCHEMA, batch_to_table
+
+    with client.Index("src")._index.snapshot() as snap:
+        batch = next(snap.iter_batches("", batch_size=n))
+    n = len(batch)
+    opt = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
+    rows = list(batch.values)
+    lines = [orjson.dumps({"id": batch.ids[i], "values": rows[i], "metadata": batch.metadata[i]}, option=opt)
+             for i in range(n)]
+    text = b"".join(lines)
+    packed = igzip.compress(text, compresslevel=1)
+    table, _ = batch_to_table(batch)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="snappy", use_dictionary=False, write_statistics=False)
+    pbuf = sink.getvalue()
+    blobs = [(batch.ids[i], rows[i].tobytes(), orjson.dumps(batch.metadata[i])) for i in range(n)]
+
+    def sqlite_insert() -> None:
+        path = base / "floor.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA page_size=16384")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("CREATE TABLE r (id TEXT PRIMARY KEY, dense BLOB, metadata BLOB)")
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO r VALUES (?, ?, ?)", blobs)
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.close()
+
+    def sqlite_read() -> None:
+        conn = sqlite3.connect(base / "floor.db")
+        cur = conn.execute("SELECT id, dense, metadata FROM r ORDER BY id")
+        while rows_ := cur.fetchmany(1000):
+            np.frombuffer(b"".join(r[1] for r in rows_), dtype="<f4")
+            [orjson.loads(r[2]) for r in rows_]
+        conn.close()
+
+    def simd() -> None:
+        parser = simdjson.Parser()
+        out = np.empty((n, batch.values.shape[1]), dtype=np.float32)
+        for i, line in enumerate(lines):
+            doc = parser.parse(line)
+            out[i] = np.frombuffer(doc["values"].as_buffer(of_type="d"), dtype=np.float64)
+            doc["metadata"].as_dict()
+            del doc
+
+    insert = _best(sqlite_insert, n)
+    read = _best(sqlite_read, n)
+    return {
+        ("export", "jsonl.gz"): read + _best(lambda: [orjson.dumps(
+            {"id": batch.ids[i], "values": rows[i], "metadata": batch.metadata[i]}, option=opt)
+            for i in range(n)], n) + _best(lambda: igzip.compress(text, compresslevel=1), n),
+        ("restore", "jsonl.gz"): _best(lambda: igzip.decompress(packed), n) + _best(simd, n) + insert,
+        ("export", "parquet"): read + _best(lambda: pq.write_table(
+            table, pa.BufferOutputStream(), compression="snappy", use_dictionary=False,
+            write_statistics=False), n),
+        ("restore", "parquet"): _best(lambda: pq.read_table(pa.BufferReader(pbuf), schema=IMPORT_SCHEMA)
+                                      .column("values").combine_chunks().flatten().to_numpy(), n) + insert,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--records", type=int, default=100_000)
     ap.add_argument("--dim", type=int, default=768)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--baseline-records", type=int, default=5000)
+    ap.add_argument("--floor-records", type=int, default=10_000)
     ap.add_argument("--no-rss", action="store_true", help="skip the memory measurement")
     ap.add_argument("--profile", choices=[f"{k}-{f}" for k in ("export", "restore") for f in FORMATS],
                     help="cProfile one job instead of benchmarking")
@@ -279,6 +370,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{label:<22}{med:>14,.0f}{med / naive:>8.1f}x{(f'{goal:,}' if goal else '-'):>9}{mark:<7}"
                       f"{cpu:>11,.0f}  {', '.join(f'{v:,.0f}' for v in vals)}")
         print("archive size: " + ", ".join(f"{fmt} {s / args.records:,.0f} B/record" for fmt, s in sizes.items()))
+        floor = floors(client, base, min(args.floor_records, args.records))
+        cpus = os.cpu_count() or 1
+        print(f"\n{'job':<22}{'floor CPU us/rec':>17}{'ceiling rec/s':>15}{'spruce':>9}  (ceiling = {cpus} CPUs / floor)")
+        for key, us in floor.items():
+            ceiling = cpus / us * 1e6
+            med = statistics.median(rates[key])
+            print(f"{key[0] + ' ' + key[1]:<22}{us:>17,.1f}{ceiling:>15,.0f}{med / ceiling:>8.0%}")
     finally:
         client.engine.close()
 

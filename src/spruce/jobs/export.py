@@ -20,6 +20,7 @@ from spruce.errors import (
     SpruceError,
 )
 from spruce.jobs.manager import JobContext
+from spruce.jobs.prefetch import Prefetch
 from spruce.records import normalize_namespace
 from spruce.storage import open_store
 
@@ -67,9 +68,16 @@ def run_export(ctx: JobContext) -> None:
         writer.begin()
         try:
             for ns in counts:
-                for batch in snap.iter_batches(ns, batch_size=opts.get("batch_size", 2000), filter=filt):
-                    ctx.check_cancel()
-                    writer.write(ns, batch)
+                # the snapshot is read a batch or two ahead (SQLite releases the GIL), so reading
+                # overlaps encoding
+                batches = Prefetch(name="spruce-export-read", make=lambda ns=ns: snap.iter_batches(
+                    ns, batch_size=opts.get("batch_size", 2000), filter=filt))
+                try:
+                    for batch in batches:
+                        ctx.check_cancel()
+                        writer.write(ns, batch)
+                finally:
+                    batches.close()
             ctx.check_cancel()
             cfg = snap.config
             writer.commit(

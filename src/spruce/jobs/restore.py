@@ -9,9 +9,7 @@ committed, so re-running is idempotent.
 from __future__ import annotations
 
 import os
-import queue
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -26,6 +24,7 @@ from spruce.errors import (
     ValidationError,
 )
 from spruce.jobs.manager import JobContext
+from spruce.jobs.prefetch import Prefetch
 from spruce.records import normalize_namespace
 from spruce.storage import open_store
 
@@ -98,7 +97,7 @@ def _apply(ctx: JobContext, source: Any, index: Any, nsmap: dict[str, str], on_c
     rejects_path = ctx.manager.store.side_file(s.id, ".rejects.jsonl")
     todo = [i for i in range(len(entries)) if not done[i]]
 
-    def start(i: int) -> tuple[_Prefetch, list[dict[str, Any]]]:
+    def start(i: int) -> tuple[Prefetch, list[dict[str, Any]]]:
         """Read file i in a thread, a few batches ahead (decoding overlaps the engine's writes)."""
         rejects: list[dict[str, Any]] = []
         # a single plain file has no path inside its store: name it by its URI then
@@ -108,10 +107,13 @@ def _apply(ctx: JobContext, source: Any, index: Any, nsmap: dict[str, str], on_c
             rejects.append({"file": err.file or where, "line": err.line, "record": err.record,
                             "id": err.record_id, "field": err.field, "reason": err.reason})
 
-        return _Prefetch(lambda: source.read(entries[i], dimension=cfg.dimension, vector_type=cfg.vector_type,
-                                             on_error=on_error if error_mode == "continue" else None)), rejects
+        def read() -> Iterator[Any]:
+            return source.read(entries[i], dimension=cfg.dimension, vector_type=cfg.vector_type,
+                               on_error=on_error if error_mode == "continue" else None)
 
-    upcoming: tuple[_Prefetch, list[dict[str, Any]]] | None = None
+        return Prefetch(read, name="spruce-restore-read"), rejects
+
+    upcoming: tuple[Prefetch, list[dict[str, Any]]] | None = None
     try:
         for k, i in enumerate(todo):
             entry = entries[i]
@@ -162,58 +164,6 @@ def _apply(ctx: JobContext, source: Any, index: Any, nsmap: dict[str, str], on_c
 
 def _where(source: Any, entry: Any) -> str:
     return f"{source.store.uri.rstrip('/')}/{entry.path}" if entry.path else source.store.uri
-
-
-class _Prefetch:
-    """Iterates ``make()`` in a thread, up to ``depth`` items ahead: Arrow decoding, gunzip and
-    hashing release the GIL, and so does SQLite, so reading overlaps writing. An exception
-    comes out where its item would have; ``close()`` stops the thread (the iterator is closed
-    in the thread that runs it)."""
-
-    _END = object()
-
-    def __init__(self, make: Callable[[], Iterator[Any]], depth: int = 2) -> None:
-        self._queue: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(make,), name="spruce-restore-read", daemon=True)
-        self._thread.start()
-
-    def _put(self, item: tuple[bool, Any]) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self, make: Callable[[], Iterator[Any]]) -> None:
-        it: Any = None
-        try:
-            it = make()
-            for item in it:
-                if not self._put((True, item)):
-                    return
-            self._put((True, self._END))
-        except BaseException as exc:
-            self._put((False, exc))
-        finally:
-            close = getattr(it, "close", None)
-            if close is not None:
-                close()
-
-    def __iter__(self) -> Iterator[Any]:
-        while True:
-            ok, item = self._queue.get()
-            if not ok:
-                raise item
-            if item is self._END:
-                return
-            yield item
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def _file_bytes(store: Any, entry: Any) -> int:
