@@ -380,6 +380,48 @@ def test_upsert_batches_respect_pinecone_limits() -> None:
     assert np.array_equal(np.asarray(first, dtype=np.float32), batch.values[0])  # short decimals, same bits
 
 
+def test_raw_upsert_bodies_respect_pinecone_limits() -> None:
+    """9.x/10.x: archive lines go out as they are, in bodies built around them."""
+    from spruce.archive.jsonl import encode_lines
+    from spruce.records import RecordBatch
+
+    rng = np.random.default_rng(0)
+    n = 2600
+    batch = RecordBatch(ids=[f"id-{i}" for i in range(n)], values=rng.standard_normal((n, 768)).astype(np.float32),
+                        metadata=[{"text": "x" * (i % 3000)} for i in range(n)])
+    chunks = list(remote.raw_line_chunks(encode_lines(batch)))
+    assert sum(len(c) for c, _ in chunks) == n
+    for lines, size in chunks:
+        body = remote._upsert_body("some-namespace", lines)
+        assert len(lines) <= 1000 and len(body) <= 2_000_000
+        assert len(body) <= size + remote._UPSERT_ENVELOPE
+        doc = orjson.loads(body)
+        assert doc["namespace"] == "some-namespace" and len(doc["vectors"]) == len(lines)
+    first = orjson.loads(remote._upsert_body("", chunks[0][0]))
+    assert "namespace" not in first
+    assert np.array_equal(np.asarray(first["vectors"][0]["values"], dtype=np.float32), batch.values[0])
+    small = encode_lines(RecordBatch(ids=[f"id-{i}" for i in range(300)], values=np.ones((300, 4), np.float32)))
+    assert [len(c) for c, _ in remote.raw_line_chunks(small, max_records=96)] == [96, 96, 96, 12]
+    with pytest.raises(remote.ValidationError, match="more than one upsert request") as err:
+        list(remote.raw_line_chunks([b'{"id":"big","values":[1.0],"metadata":{"t":"' + b"y" * 3000 + b'"}}'],
+                                    max_bytes=2000))
+    assert err.value.record_id == "big"
+
+
+def test_raw_upsert_lines_name_sparse_values_as_the_api_does() -> None:
+    sparse = {"indices": [3, 9], "values": [0.1, 2.5]}
+    lines = [orjson.dumps({"id": "a", "values": [0.5], "sparse_values": sparse,
+                           "metadata": {"sparse_values": "kept"}}),
+             orjson.dumps({"id": "b", "values": [0.25], "metadata": {"sparse_values": 1}}),
+             b'{"id":"c","values":[0.1]}\r']
+    [(out, size)] = list(remote.raw_line_chunks(lines))
+    got = [orjson.loads(line) for line in out]
+    assert got[0] == {"id": "a", "values": [0.5], "sparseValues": sparse, "metadata": {"sparse_values": "kept"}}
+    assert np.float32(got[0]["sparseValues"]["values"][0]) == np.float32(0.1)
+    assert out[1] == lines[1] and out[2] == b'{"id":"c","values":[0.1]}'
+    assert size == sum(len(line) + 1 for line in out)
+
+
 # -- bulk import from S3 ------------------------------------------------------------------------------
 
 
@@ -654,3 +696,27 @@ def test_without_a_raw_path_the_sdk_models_are_used() -> None:
     sdk = remote._Sdk(KEY, "http://127.0.0.1:9")
     assert sdk.fetch_raw(Idx(), "", ["a"]) is None and not sdk._raw_fetch
     assert set(sdk.fetch(Idx(), "", ["a", "b"])) == {"a", "b"}
+
+
+def test_restore_sends_archive_lines_as_they_are_on_sdk_8_and_later(
+        source: Served, target: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dest = str(tmp_path / "a")
+    remote.export("hybrid", dest, api_key=KEY, host=source.url, namespaces=["ns three"])
+    calls = {"raw": 0, "models": 0}
+    real_raw, real_models = remote._Sdk.upsert_raw, remote._Sdk.upsert
+
+    def raw(*args: Any) -> int:
+        calls["raw"] += 1
+        return real_raw(*args)
+
+    def models(*args: Any) -> int:
+        calls["models"] += 1
+        return real_models(*args)
+
+    monkeypatch.setattr(remote._Sdk, "upsert_raw", staticmethod(raw))
+    monkeypatch.setattr(remote._Sdk, "upsert", staticmethod(models))
+    summary = remote.restore(dest, "copy", api_key=KEY, host=target.url)
+    assert summary.verified and summary.records == NAMESPACES["ns three"]
+    raw_path = remote._major(summary.sdk_version) >= 8
+    assert (calls["raw"] > 0, calls["models"] > 0) == (raw_path, not raw_path)
+    _same(_snapshot(source.engine, "hybrid", "ns three"), _snapshot(target.engine, "copy", "ns three"))

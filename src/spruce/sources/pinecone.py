@@ -561,6 +561,23 @@ class _Sdk:
         r = idx.fetch(ids=ids, namespace=namespace)
         return _get(r, "vectors") or {}
 
+    def can_upsert_raw(self, idx: Any) -> bool:
+        """Whether ``upsert_raw`` can send a JSON body as it is (9.x/10.x; 7.3's client re-encodes
+        every JSON body with json.dumps, so it gets records through ``upsert``)."""
+        http = getattr(idx, "_http", None)
+        return self.major >= 8 and http is not None and callable(getattr(http, "post", None))
+
+    @staticmethod
+    def upsert_raw(idx: Any, body: bytes, records: int) -> int:
+        """POST /vectors/upsert with ``body`` (JSON text) through the SDK's own HTTP client (9.x/10.x
+        ``Index._http``: host, auth and API-version headers, TLS, proxy and retries are its own)."""
+        r = idx._http.post("/vectors/upsert", content=body, headers={"Content-Type": "application/json"})
+        try:
+            count = orjson.loads(r.content).get("upsertedCount")
+        except (orjson.JSONDecodeError, AttributeError):
+            count = None
+        return int(count) if isinstance(count, int) else records
+
     @staticmethod
     def upsert(idx: Any, namespace: str, vectors: list[dict[str, Any]]) -> int:
         r = idx.upsert(vectors=vectors, namespace=namespace)
@@ -1100,6 +1117,44 @@ def line_chunks(lines: Iterable[bytes], *, max_records: int = MAX_UPSERT_RECORDS
         yield out, size
 
 
+def raw_line_chunks(lines: Iterable[bytes], *, max_records: int = MAX_UPSERT_RECORDS,
+                    max_bytes: int = MAX_UPSERT_BYTES) -> Iterator[tuple[list[bytes], int]]:
+    """Chunks of upsert records as JSON texts, for a request body built around them as they are.
+
+    Lines in the archive's record shape already are upsert records, dense values in their
+    shortest float32 text; only ``sparse_values`` is renamed to the API's ``sparseValues``
+    (re-encoding that line). The size is the body's, exactly.
+    """
+    budget = max_bytes - _UPSERT_ENVELOPE
+    out: list[bytes] = []
+    size = 0
+    for line in lines:
+        line = line.strip()
+        if b'"sparse_values"' in line:
+            rec = _loads(line)
+            if "sparse_values" in rec:
+                rec["sparseValues"] = rec.pop("sparse_values")
+                line = orjson.dumps(rec)
+        n = len(line) + 1
+        if out and (len(out) >= max_records or size + n > budget):
+            yield out, size
+            out, size = [], 0
+        if n > budget:
+            raise ValidationError(f"is about {n:,} bytes as JSON, more than one upsert request may carry "
+                                  f"({max_bytes:,})", record_id=_loads(line).get("id"))
+        out.append(line)
+        size += n
+    if out:
+        yield out, size
+
+
+def _upsert_body(namespace: str, lines: list[bytes]) -> bytes:
+    body = b'{"vectors":[' + b",".join(lines) + b"]"
+    if namespace:
+        body += b',"namespace":' + orjson.dumps(namespace)
+    return body + b"}"
+
+
 def _loads(line: bytes) -> dict[str, Any]:
     try:
         return orjson.loads(line)
@@ -1336,10 +1391,15 @@ def _upsert_all(sdk: _Sdk, idx: Any, source: Any, reporter: _Reporter, retrier: 
     t = threading.Thread(target=reader, name="spruce-restore-reader", daemon=True)
     t.start()
 
-    def send(ns: str, vectors: list[dict[str, Any]]) -> int:
+    raw = sdk.can_upsert_raw(idx)
+
+    def send(ns: str, vectors: list[Any]) -> int:
         label = ns or "__default__"
-        return retrier.call(f"upsert {len(vectors)} records into namespace {label!r}",
-                            lambda: sdk.upsert(idx, ns, vectors))
+        what = f"upsert {len(vectors)} records into namespace {label!r}"
+        if raw:
+            body = _upsert_body(ns, vectors)
+            return retrier.call(what, lambda: sdk.upsert_raw(idx, body, len(vectors)))
+        return retrier.call(what, lambda: sdk.upsert(idx, ns, vectors))
 
     try:
         with ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="spruce-upsert") as pool:
@@ -1353,7 +1413,11 @@ def _upsert_all(sdk: _Sdk, idx: Any, source: Any, reporter: _Reporter, retrier: 
                 ns = normalize_namespace(f.namespace)
                 pending: deque[tuple[Future[int], int, int]] = deque()
                 if content and isinstance(content[0], bytes):
-                    chunks: Iterable[Any] = line_chunks(content, max_records=max_records)
+                    chunker: Callable[..., Iterator[Any]] = raw_line_chunks if raw else line_chunks
+                    chunks: Iterable[Any] = chunker(content, max_records=max_records)
+                elif raw:
+                    chunks = (c for batch in content
+                              for c in raw_line_chunks(encode_lines(batch), max_records=max_records))
                 else:
                     chunks = (c for batch in content for c in upsert_chunks(batch, max_records=max_records))
                 try:
