@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -60,16 +61,27 @@ def run_import(ctx: JobContext) -> None:
 
 def _preflight(ctx: JobContext, source: Any, index: Any) -> None:
     """Check every file's size and sha256 before applying any, so a corrupt archive is refused
-    whole. Files a resumed job already committed are skipped."""
-    for i, entry in enumerate(source.files):
-        if index is not None and index.get_marker(f"import:{ctx.state.id}:file:{i}"):
-            continue
+    whole. Files a resumed job already committed are skipped. Two files are hashed at a time
+    (hashlib and file reads release the GIL); the first bad file in archive order is reported."""
+    todo = [entry for i, entry in enumerate(source.files)
+            if index is None or not index.get_marker(f"import:{ctx.state.id}:file:{i}")]
+
+    def check(entry: Any) -> None:
         ctx.check_cancel()
+        check_file_bytes(source.store, entry)
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="spruce-preflight") as pool:
+        futures = [pool.submit(check, entry) for entry in todo]
         try:
-            check_file_bytes(source.store, entry)
-        except IntegrityError as exc:
-            where = _where(source, entry)
-            raise type(exc)(_with_file(str(exc), entry.path, where) + "; nothing was applied") from exc
+            for entry, fut in zip(todo, futures, strict=True):
+                try:
+                    fut.result()
+                except IntegrityError as exc:
+                    where = _where(source, entry)
+                    raise type(exc)(_with_file(str(exc), entry.path, where) + "; nothing was applied") from exc
+        finally:
+            for fut in futures:
+                fut.cancel()
 
 
 def _apply(ctx: JobContext, source: Any, index: Any, nsmap: dict[str, str], on_conflict: str,
