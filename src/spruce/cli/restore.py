@@ -16,7 +16,8 @@ folder) into INDEX, creating it if missing and merging if present.
 Guarantees, in --error-mode abort (the default): before anything is applied, every file
 of an archive is checked against the manifest (size and sha256), so a damaged archive
 changes nothing. Each file is then applied in one transaction and checked again as it
-is read (record count, every record); a file that fails contributes nothing. If the
+is read (record count, every record; an id that occurs twice in one file is an error,
+never a silent overwrite); a file that fails contributes nothing. If the
 restore created INDEX and then fails, INDEX is removed again. With --on-conflict fail,
 conflicts are looked for before anything is applied. An interrupted restore resumes
 after the last file that committed (`spruce jobs resume ID`); re-running is idempotent.
