@@ -14,10 +14,11 @@ Each measurement is repeated ``--repeat`` times; medians are printed.
            baseline: a single-threaded loop upserting batches of 100 (records already in memory)
 
 Each run also prints the CPU the client and the server process spent per record (psutil):
-on a machine where both share a few cores, records/s is bounded by their sum, and the naive
-loops spend less client CPU because they keep nothing (no float32 matrix, no validation, no
-JSON + gzip + sha256 archive written; the naive restore's records are decoded before the
-clock starts).
+on a machine where both share a few cores, records/s is bounded by their sum. The naive
+loops keep nothing (no float32 matrix, no validation, no JSON + gzip + sha256 archive
+written; the naive restore's records are decoded before the clock starts), but decode
+every response through the SDK's models; the connector reads fetch responses raw (simdjson
+into float32) and, on SDK 9.x/10.x, sends archive lines as they are.
 
 Goal: export >= 10k records/s.
 """

@@ -12,7 +12,10 @@ against another ``spruce serve``::
 Export: every namespace (``list_namespaces``, else ``describe_index_stats``), every id
 (``list_paginated``, page by page), fetched in batches of at most 1000 ids (fewer when the
 URL or the expected response would be large) by a small thread pool, and written through
-the same ArchiveWriter as local exports (jsonl.gz or parquet). The proof is completeness:
+the same ArchiveWriter as local exports (jsonl.gz or parquet). Fetch responses are taken as
+raw JSON from the SDK's own HTTP client and parsed by simdjson straight into a float32
+matrix; whatever that does not take is decoded the general way (orjson, else the standard
+library), which accepts it or names the record and field at fault. The proof is completeness:
 at the end, each namespace's exported count must equal ``describe_index_stats``, and an id
 that was listed but cannot be fetched fails the export, naming it; nothing is committed
 otherwise. A remote index cannot be frozen, so the manifest says ``consistency: "live"``.
@@ -21,7 +24,8 @@ second listing matches the archive exactly.
 
 Restore: batches that respect Pinecone's upsert limits (1000 records and 2 MB per request,
 96 records for indexes with integrated embedding), upserted by a thread pool, each archive
-file staged and checked against its checksum before any of it is sent. The index is
+file staged and checked against its checksum before any of it is sent (on SDK 9.x/10.x its
+JSON lines go out as they are, in request bodies built around them). The index is
 created when missing (serverless, cloud/region from the caller; dimension, metric and
 vector type from the manifest). A Parquet archive in s3/gs/az storage can instead be
 handed to the target's own bulk import (``start_import``) and followed to the end.
