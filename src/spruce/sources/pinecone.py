@@ -412,7 +412,7 @@ class _Sdk:
         except Exception as exc:
             raise InvalidArgument(f"cannot set up the Pinecone client: {describe_error(exc)}") from exc
         self.host = host or DEFAULT_CONTROL_HOST
-        self._raw_fetch = True  # until the SDK turns out not to offer it (see fetch_raw)
+        self._raw_fetch = True  # until the SDK turns out not to offer raw responses (see fetch_raw)
         self._bound_sdk_retries()
 
     def _bound_sdk_retries(self) -> None:
@@ -510,8 +510,22 @@ class _Sdk:
         names = [normalize_namespace(str(_get(ns, "name") or "")) for ns in (_get(r, "namespaces") or [])]
         return names, _next_token(r)
 
-    @staticmethod
-    def list_page(idx: Any, namespace: str, token: str | None) -> tuple[list[str], str | None]:
+    def list_page(self, idx: Any, namespace: str, token: str | None) -> tuple[list[str], str | None]:
+        http = getattr(idx, "_http", None)
+        if self.major >= 8 and self._raw_fetch and http is not None and callable(getattr(http, "get", None)):
+            # 9.x/10.x: the SDK's own GET, as its list_paginated sends it, without building models
+            params: dict[str, Any] = {"namespace": namespace, "limit": LIST_PAGE}
+            if token:
+                params["paginationToken"] = token
+            try:
+                content = http.get("/vectors/list", params=params).content
+            except (TypeError, AttributeError):
+                self._raw_fetch = False
+            else:
+                doc = orjson.loads(content)
+                pagination = doc.get("pagination") or {}
+                token = pagination.get("next") if isinstance(pagination, dict) else None
+                return [str(v["id"]) for v in doc.get("vectors") or []], str(token) if token else None
         kwargs: dict[str, Any] = {"namespace": namespace, "limit": LIST_PAGE}
         if token:
             kwargs["pagination_token"] = token
