@@ -815,6 +815,8 @@ class _Exporter:
                 fast, exact = None, True
             if fast is not None:
                 if ids:
+                    # what a record took beyond 16 bytes a value: batch_limit's 20 a value then
+                    # keeps the next response's estimate above this one's size per record
                     with self._est_lock:
                         self._avg_extra = max(64.0, len(raw) / len(ids) - (16 * self.dim if dense else 0))
                 return self._validated(namespace, fast)
