@@ -458,22 +458,31 @@ class Index:
                 self._ns[ns] = data
         return data
 
-    def fetch(self, ids: Sequence[str], namespace: str | None = None) -> models.FetchResponse:
+    def fetch_records(self, ids: Sequence[str], namespace: str | None = None) -> list[Record]:
+        """The records of ``ids`` that exist, in the order asked, with float32 values (copies).
+
+        The server's fetch path: its response is written from float32 arrays, never from
+        Python floats. Metadata dicts are the index's own; do not modify them.
+        """
         ns = normalize_namespace(namespace)
         if isinstance(ids, str):
             raise InvalidArgument("ids must be a list of strings")
         if len(ids) > MAX_FETCH_IDS:
             raise InvalidArgument(f"fetch takes at most {MAX_FETCH_IDS} ids, got {len(ids)}")
-        out: dict[str, models.Vector] = {}
+        for k, rid in enumerate(ids):
+            validate_id(rid, record=k)
         self._ensure_loaded()
         with self._rw.read():
             data = self._ns.get(ns)
-            for k, rid in enumerate(ids):
-                validate_id(rid, record=k)
-                rec = None if data is None else data.record(rid)
-                if rec is not None:
-                    out[rid] = _vector(rec)
-        return models.FetchResponse(vectors=out, namespace=ns, usage=models.Usage(read_units=1))
+            if data is None:
+                return []
+            found = (data.record(rid) for rid in ids)
+            return [rec for rec in found if rec is not None]
+
+    def fetch(self, ids: Sequence[str], namespace: str | None = None) -> models.FetchResponse:
+        records = self.fetch_records(ids, namespace)
+        return models.FetchResponse(vectors={rec.id: _vector(rec) for rec in records},
+                                    namespace=normalize_namespace(namespace), usage=models.Usage(read_units=1))
 
     def query(self, *, top_k: int, vector: Any = None, id: str | None = None,
               sparse_vector: Any = None, namespace: str | None = None,

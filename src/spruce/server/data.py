@@ -153,6 +153,17 @@ def _vector(v: models.Vector) -> dict[str, Any]:
     return out
 
 
+def _record(rec: Record) -> dict[str, Any]:
+    """A stored record as the API shows it, values straight from its float32 array."""
+    out: dict[str, Any] = {"id": rec.id, "values": [] if rec.values is None else rec.values}
+    sv = rec.sparse_values
+    if sv is not None:
+        out["sparseValues"] = {"indices": sv.indices.tolist(), "values": sv.values}
+    if rec.metadata is not None:
+        out["metadata"] = rec.metadata
+    return out
+
+
 def _scored(m: models.ScoredVector) -> dict[str, Any]:
     out: dict[str, Any] = {"id": m.id, "score": m.score, "values": _f32(m.values)}
     if m.sparse_values is not None:
@@ -229,9 +240,9 @@ def _query(index: Index, raw: bytes, version: str) -> Response:
 def _fetch(index: Index, ids: list[str], namespace: str | None, version: str) -> Response:
     if not ids:
         raise InvalidArgument("ids is required: pass one or more ids query parameters")
-    result = index.fetch(ids, namespace=namespace)
-    return json_response({"vectors": {k: _vector(v) for k, v in result.vectors.items()},
-                          "namespace": result.namespace, "usage": _usage(result.usage)}, version)
+    records = index.fetch_records(ids, namespace=namespace)
+    return json_response({"vectors": {rec.id: _record(rec) for rec in records},
+                          "namespace": normalize_namespace(namespace), "usage": {"readUnits": 1}}, version)
 
 
 def _matching_ids(index: Index, namespace: str | None, flt: dict[str, Any]) -> list[str]:
