@@ -199,6 +199,9 @@ def test_sparse_values_are_copied():
         ({"x": np.int64(3)}, "metadata.x"),
         ({"big": "x" * (MAX_METADATA_BYTES + 1)}, "metadata"),
         ({1: "a"}, "metadata"),
+        ({"lone": "x\ud800"}, "metadata.lone"),  # no UTF-8 for a lone surrogate
+        ({"tags": ["ok", "\udc00"]}, "metadata.tags"),
+        ({"\ud800": "a"}, "metadata"),
         (["a", "b"], "metadata"),
         ("text", "metadata"),
         (42, "metadata"),

@@ -310,11 +310,32 @@ def validate_metadata(metadata: Any, *, record: int | None = None,
                 f"must be a string, number, boolean or list of strings, got {type(value).__name__}",
                 field=fname, **where)
         md[key] = value
-    size = len(orjson.dumps(md))
+    try:
+        size = len(orjson.dumps(md))
+    except (TypeError, orjson.JSONEncodeError):  # a string that is not valid Unicode
+        raise ValidationError("strings must be valid Unicode (no lone surrogates)",
+                              field=_bad_text_field(md), **where) from None
     if size > MAX_METADATA_BYTES:
         raise ValidationError(f"is {size} bytes serialized, the limit is {MAX_METADATA_BYTES}",
                               field="metadata", **where)
     return md
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _bad_text_field(md: dict[str, Any]) -> str:
+    """The metadata field holding a string UTF-8 cannot carry (a key, a value or a list item)."""
+    for key, value in md.items():
+        texts = value if isinstance(value, list) else [value]
+        if not _encodable(key) or any(isinstance(t, str) and not _encodable(t) for t in texts):
+            return f"metadata.{key}" if _encodable(key) else "metadata"
+    return "metadata"
 
 
 def _get(obj: Any, name: str) -> Any:
