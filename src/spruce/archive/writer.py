@@ -516,6 +516,9 @@ class ArchiveWriter:
                 pass
             raise
         pw.close()
+        # Arrow's allocator keeps freed blocks for reuse; hand them back after each part, or an
+        # export's RSS stays well above what it holds at any moment
+        pa.default_memory_pool().release_unused()
         self._progress(0, sink.size - reported)
         return records
 

@@ -71,6 +71,8 @@ class Snapshot:
 
     def __init__(self, path: str, dimension_hint: int | None) -> None:
         self._conn = store.connect(path)
+        # a snapshot scans each page once: a big page cache would only hold an export's RSS up
+        self._conn.execute("PRAGMA cache_size=-4096")
         self._conn.execute("BEGIN")
         self.point = store.read_seq(self._conn)  # the first read pins the snapshot
         row = self._conn.execute("SELECT value FROM config WHERE key = 'index'").fetchone()
