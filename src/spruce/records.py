@@ -99,6 +99,16 @@ def _same_bits(a: np.ndarray | None, b: np.ndarray | None) -> bool:
     return a32.shape == b32.shape and a32.tobytes() == b32.tobytes()
 
 
+class RawJson(bytes):
+    """Metadata still in the compact JSON text the store keeps (written by orjson, so valid).
+
+    A snapshot read for export hands metadata over this way: the archive writers copy the
+    text as it is instead of parsing it and serializing it again. Nothing else sees it.
+    """
+
+    __slots__ = ()
+
+
 @dataclass(slots=True)
 class RecordBatch:
     """A column-oriented run of records from one namespace.

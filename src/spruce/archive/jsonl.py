@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from spruce.records import RecordBatch
+from spruce.records import RawJson, RecordBatch
 
 _DUMPS_OPT = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
 
@@ -67,16 +67,20 @@ def encode_lines(batch: RecordBatch) -> list[bytes]:
         if sparse is not None and (sv := sparse[i]) is not None:
             rec["sparse_values"] = _sparse_dict(sv)
         if (md := metadata[i]) is not None:
-            rec["metadata"] = md
+            rec["metadata"] = orjson.Fragment(bytes(md)) if type(md) is RawJson else md
         try:
             append(dumps(rec, option=opt))
         except (orjson.JSONEncodeError, TypeError):
+            if type(md) is RawJson:
+                rec["metadata"] = orjson.loads(md)
             append(_slow_line(rec))
     return out
 
 
 def dumps_metadata(md: dict[str, Any]) -> bytes:
     """Metadata as compact JSON text (the Parquet ``metadata`` column)."""
+    if type(md) is RawJson:
+        return md
     try:
         return orjson.dumps(md)
     except (orjson.JSONEncodeError, TypeError):

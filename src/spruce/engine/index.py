@@ -86,11 +86,18 @@ class Snapshot:
         return dict(self._counts)
 
     def iter_batches(self, namespace: str, *, batch_size: int = 1000,
-                     filter: Mapping[str, Any] | None = None) -> Iterator[RecordBatch]:
-        """Stream one namespace in id order, in bounded memory, optionally filtered."""
+                     filter: Mapping[str, Any] | None = None,
+                     raw_metadata: bool = False) -> Iterator[RecordBatch]:
+        """Stream one namespace in id order, in bounded memory, optionally filtered.
+
+        ``raw_metadata``: metadata as the stored JSON text (records.RawJson), for a writer that
+        would only serialize it again; ignored when filtering, which needs the objects.
+        """
         ns = normalize_namespace(namespace)
         flt = compile_filter(filter)
-        for batch in store.iter_namespace(self._conn, ns, self.config.dimension, batch_size):
+        raw = raw_metadata and flt.matches_all
+        for batch in store.iter_namespace(self._conn, ns, self.config.dimension, batch_size,
+                                          raw_metadata=raw):
             if flt.matches_all:
                 yield batch
                 continue

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from spruce.records import RecordBatch, SparseValues
+from spruce.records import RawJson, RecordBatch, SparseValues
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS config (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -131,8 +131,10 @@ def encode_rows(ns: str, batch: RecordBatch) -> Iterator[tuple[Any, ...]]:
         )
 
 
-def decode_rows(rows: list[tuple[Any, ...]], dimension: int | None) -> RecordBatch:
-    """Rows of (id, dense, sp_idx, sp_val, metadata) into one RecordBatch."""
+def decode_rows(rows: list[tuple[Any, ...]], dimension: int | None, *,
+                raw_metadata: bool = False) -> RecordBatch:
+    """Rows of (id, dense, sp_idx, sp_val, metadata) into one RecordBatch; with ``raw_metadata``
+    metadata stays JSON text (records.RawJson) for a writer to copy."""
     ids = [r[0] for r in rows]
     values = None
     if dimension is not None:
@@ -145,12 +147,13 @@ def decode_rows(rows: list[tuple[Any, ...]], dimension: int | None) -> RecordBat
         ids=ids,
         values=values,
         sparse=sparse if any(s is not None for s in sparse) else None,
-        metadata=[None if r[4] is None else orjson.loads(r[4]) for r in rows],
+        metadata=[None if r[4] is None else RawJson(r[4]) for r in rows] if raw_metadata else
+        [None if r[4] is None else orjson.loads(r[4]) for r in rows],
     )
 
 
 def iter_namespace(conn: sqlite3.Connection, ns: str, dimension: int | None,
-                   batch_size: int) -> Iterator[RecordBatch]:
+                   batch_size: int, *, raw_metadata: bool = False) -> Iterator[RecordBatch]:
     """Stream a namespace in id order, batch_size rows at a time (bounded memory)."""
     cur = conn.execute(
         "SELECT id, dense, sp_idx, sp_val, metadata FROM records WHERE ns = ? ORDER BY id", (ns,))
@@ -158,7 +161,7 @@ def iter_namespace(conn: sqlite3.Connection, ns: str, dimension: int | None,
         rows = cur.fetchmany(batch_size)
         if not rows:
             return
-        yield decode_rows(rows, dimension)
+        yield decode_rows(rows, dimension, raw_metadata=raw_metadata)
 
 
 def namespace_counts(conn: sqlite3.Connection) -> dict[str, int]:

@@ -71,7 +71,7 @@ def run_export(ctx: JobContext) -> None:
                 # the snapshot is read a batch or two ahead (SQLite releases the GIL), so reading
                 # overlaps encoding
                 batches = Prefetch(name="spruce-export-read", make=lambda ns=ns: snap.iter_batches(
-                    ns, batch_size=opts.get("batch_size", 2000), filter=filt))
+                    ns, batch_size=opts.get("batch_size", 2000), filter=filt, raw_metadata=True))
                 try:
                     for batch in batches:
                         ctx.check_cancel()
