@@ -720,3 +720,40 @@ def test_restore_sends_archive_lines_as_they_are_on_sdk_8_and_later(
     raw_path = remote._major(summary.sdk_version) >= 8
     assert (calls["raw"] > 0, calls["models"] > 0) == (raw_path, not raw_path)
     _same(_snapshot(source.engine, "hybrid", "ns three"), _snapshot(target.engine, "copy", "ns three"))
+
+
+def test_cli_no_wait_runs_the_connector_in_a_detached_worker(source: Served, target: Served,
+                                                             tmp_path: Path) -> None:
+    """--no-wait prints the job id at once; a detached worker finishes the job with the key it
+    inherits from the environment, and the key is written nowhere."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PINECONE_", "SPRUCE_"))}
+    env["PINECONE_API_KEY"] = KEY
+    data = tmp_path / "nw-data"
+    dest = tmp_path / "nw-archive"
+
+    def wait(job_id: str) -> dict[str, Any]:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                state = json.loads((data / "jobs" / f"{job_id}.json").read_text())
+            except (FileNotFoundError, json.JSONDecodeError):
+                state = {}
+            if state.get("status") in ("Completed", "Failed", "Cancelled"):
+                return state
+            time.sleep(0.3)
+        raise AssertionError(f"job {job_id} did not finish")
+
+    r = _spruce("export", "small", str(dest), "--from", "pinecone", "--pinecone-host", source.url, "--no-wait",
+                data=data, env=env)
+    assert r.returncode == 0, r.stderr
+    export_id = r.stdout.strip().splitlines()[-1]
+    assert wait(export_id)["status"] == "Completed"
+    assert json.loads((dest / "manifest.json").read_text())["totals"]["records"] == 300
+
+    r = _spruce("restore", str(dest), "small-nw", "--to", "pinecone", "--pinecone-host", target.url, "--no-wait",
+                data=data, env=env)
+    assert r.returncode == 0, r.stderr
+    assert wait(r.stdout.strip().splitlines()[-1])["status"] == "Completed"
+    _same(_snapshot(source.engine, "small", "only"), _snapshot(target.engine, "small-nw", "only"))
+    for f in (data / "jobs").glob("*"):
+        assert KEY not in f.read_text(errors="replace")

@@ -7,7 +7,7 @@ import time
 import typer
 
 from spruce import jobs
-from spruce.cli.common import client, console, fail, launch, parse_json_option
+from spruce.cli.common import client, console, detach, fail, launch, parse_json_option
 from spruce.cli.progress import follow
 
 HELP = """Export INDEX to DEST (a folder, file:// URI, or s3:// gs:// az:// URI).
@@ -49,11 +49,12 @@ def export(
                                       "at the end; commit only if it matches the archive."),
 ) -> None:
     if source == "pinecone":
-        if filter or compression_level is not None or part_size_mb or no_wait:
-            raise typer.BadParameter("--filter, --compression-level, --part-size-mb and --no-wait are not "
+        if filter or compression_level is not None or part_size_mb:
+            raise typer.BadParameter("--filter, --compression-level and --part-size-mb are not "
                                      "available with --from pinecone", param_hint="--from")
         _from_pinecone(ctx, index, dest, format=format, namespace=namespace, pinecone_host=pinecone_host,
-                       verify_after=verify_after, overwrite=overwrite, endpoint_url=endpoint_url)
+                       verify_after=verify_after, overwrite=overwrite, endpoint_url=endpoint_url,
+                       no_wait=no_wait)
         return
     if source != "spruce" or pinecone_host or verify_after:
         raise typer.BadParameter("--from must be spruce or pinecone; --pinecone-host and --verify-after go "
@@ -84,8 +85,10 @@ def export(
 
 
 def _from_pinecone(ctx: typer.Context, index: str, dest: str, *, format: str, namespace: list[str] | None,
-                   pinecone_host: str | None, verify_after: bool, overwrite: bool, endpoint_url: str | None) -> None:
-    """A "remote-export" job: listed by ``spruce jobs list``, followed with the usual progress bar."""
+                   pinecone_host: str | None, verify_after: bool, overwrite: bool, endpoint_url: str | None,
+                   no_wait: bool) -> None:
+    """A "remote-export" job: listed by ``spruce jobs list``, followed with the usual progress bar.
+    With --no-wait a detached worker runs it, taking the key from the environment it inherits."""
     import os
 
     from spruce.sources import pinecone as remote
@@ -100,7 +103,11 @@ def _from_pinecone(ctx: typer.Context, index: str, dest: str, *, format: str, na
     t0 = time.perf_counter()
     state = remote.start_remote_export(c.jobs, index, dest, api_key=key, host=pinecone_host,
                                        namespaces=namespace or None, format=format, storage_options=storage,
-                                       verify_after=verify_after, overwrite=overwrite)
+                                       verify_after=verify_after, overwrite=overwrite, run=not no_wait)
+    if no_wait:
+        detach(c, state.id)
+        console.print(state.id)
+        return
     d = follow(c.jobs.describe, c.jobs.cancel, state.id, label=f"export {index} (pinecone)",
                done_attr="records_done", bytes_attr="bytes_done")
     if d.status != "Completed":

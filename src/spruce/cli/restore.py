@@ -7,7 +7,7 @@ import time
 import typer
 
 from spruce import jobs
-from spruce.cli.common import client, console, fail, launch
+from spruce.cli.common import client, console, detach, fail, launch
 from spruce.cli.progress import follow
 
 HELP = """Restore SRC (an archive, or your own .jsonl/.jsonl.gz/.parquet file or Pinecone-layout
@@ -53,11 +53,12 @@ def restore(
                                        "integration that lets Pinecone read the bucket."),
 ) -> None:
     if target == "pinecone":
-        if namespace_map or on_conflict != "overwrite" or error_mode != "abort" or no_wait or dimension or metric:
-            raise typer.BadParameter("--namespace-map, --on-conflict, --error-mode, --dimension, --metric and "
-                                     "--no-wait are not available with --to pinecone", param_hint="--to")
+        if namespace_map or on_conflict != "overwrite" or error_mode != "abort" or dimension or metric:
+            raise typer.BadParameter("--namespace-map, --on-conflict, --error-mode, --dimension and --metric "
+                                     "are not available with --to pinecone", param_hint="--to")
         _to_pinecone(ctx, src, index, pinecone_host=pinecone_host, cloud=cloud, region=region,
-                     bulk_import=bulk_import, integration_id=integration_id, endpoint_url=endpoint_url)
+                     bulk_import=bulk_import, integration_id=integration_id, endpoint_url=endpoint_url,
+                     no_wait=no_wait)
         return
     if target != "spruce" or pinecone_host or bulk_import or integration_id:
         raise typer.BadParameter("--to must be spruce or pinecone; --pinecone-host, --bulk-import and "
@@ -97,8 +98,9 @@ def restore(
 
 
 def _to_pinecone(ctx: typer.Context, src: str, index: str, *, pinecone_host: str | None, cloud: str, region: str,
-                 bulk_import: bool, integration_id: str | None, endpoint_url: str | None) -> None:
-    """A "remote-import" job: listed by ``spruce jobs list``, followed with the usual progress bar."""
+                 bulk_import: bool, integration_id: str | None, endpoint_url: str | None, no_wait: bool) -> None:
+    """A "remote-import" job: listed by ``spruce jobs list``, followed with the usual progress bar.
+    With --no-wait a detached worker runs it, taking the key from the environment it inherits."""
     import os
 
     from spruce.sources import pinecone as remote
@@ -113,7 +115,11 @@ def _to_pinecone(ctx: typer.Context, src: str, index: str, *, pinecone_host: str
     t0 = time.perf_counter()
     state = remote.start_remote_import(c.jobs, src, index, api_key=key, host=pinecone_host, cloud=cloud,
                                        region=region, bulk_import=bulk_import, integration_id=integration_id,
-                                       storage_options=storage)
+                                       storage_options=storage, run=not no_wait)
+    if no_wait:
+        detach(c, state.id)
+        console.print(state.id)
+        return
     d = follow(c.jobs.describe, c.jobs.cancel, state.id, label=f"restore {index} (pinecone)",
                done_attr="records_done", bytes_attr="bytes_done")
     if d.status != "Completed":
