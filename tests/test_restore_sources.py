@@ -248,3 +248,29 @@ def test_an_id_repeated_anywhere_in_a_file_is_refused_not_silently_replaced(clie
     [reject] = [json.loads(x) for x in Path(d.rejects_path).read_text().splitlines()]
     assert (reject["id"], reject["field"]) == ("r3", "id")
     assert stored(client.Index("dup")) == {"": expected(recs[:1400] + recs[1401:])}  # the first one stays
+
+
+def test_lines_the_fast_parser_cannot_take_are_decided_by_the_general_one(client, tmp_path: Path) -> None:
+    """simdjson parses most lines; what it refuses or could read differently (a repeated key,
+    an integer beyond 64 bits, a lone surrogate escape, integer-valued numbers) goes through
+    orjson and the standard library, with the same results and errors as before."""
+    good = records(1200)
+    lines = [json.dumps(r) for r in good]
+    lines[5] = lines[5].replace('{"id": "r5"', '{"id": "r-first", "id": "r5"', 1)  # the last key wins
+    lines[7] = json.dumps({**good[7], "values": [1, 0, -2, 3, 4]})  # integers are numbers too
+    good[7]["values"] = [1.0, 0.0, -2.0, 3.0, 4.0]
+    path = tmp_path / "odd.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    d = client.Index("odd").upsert_from_file(str(path))
+    assert d.status == "Completed" and d.records_imported == 1200
+    assert stored(client.Index("odd")) == {"": expected(good)}
+
+    for k, (bad, field) in enumerate([('"metadata": {"n": 123456789012345678901234567890}', "metadata.n"),
+                                      ('"metadata": {"t": "\\ud800"}', "metadata.t")]):
+        lines2 = list(lines)
+        lines2[1100] = '{"id": "bad", "values": [0.5, 0.5, 0.5, 0.5, 0.5], ' + bad + "}"
+        p = tmp_path / f"bad{k}.jsonl"
+        p.write_text("\n".join(lines2) + "\n")
+        with pytest.raises(ValidationError) as info:
+            client.Index(f"bad{k}").upsert_from_file(str(p))
+        assert (info.value.line, info.value.field, info.value.record_id) == (1101, field, "bad")

@@ -13,6 +13,7 @@ fall back to the standard library, so nothing valid is refused.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -87,13 +88,22 @@ def dumps_metadata(md: dict[str, Any]) -> bytes:
         return json.dumps(md, ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode("ascii")
 
 
+#: A run of 20+ digits may be an integer beyond 64 bits, which orjson would silently read as a
+#: float; such text goes to the standard library, which keeps it exact (validation then names it).
+_LONG_DIGITS = re.compile(rb"[0-9]{20}")
+_LONG_DIGITS_STR = re.compile(r"[0-9]{20}")
+
+
 def loads_record(raw: bytes | str) -> Any:
-    """Parse one record's JSON. Integers beyond 64 bits (which records.validate_metadata rejects
-    anyway) come back as floats, as in most JSON parsers."""
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return _stdlib_loads(raw)
+    """Parse one record's JSON exactly: integers beyond 64 bits stay integers (for validation to
+    refuse by name, rather than arrive as rounded floats), lone surrogate escapes are read."""
+    long_digits = _LONG_DIGITS_STR if isinstance(raw, str) else _LONG_DIGITS
+    if long_digits.search(raw) is None:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return _stdlib_loads(raw)
 
 
 loads_metadata = loads_record
