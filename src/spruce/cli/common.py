@@ -83,8 +83,9 @@ def detach(c: Any, job_id: str) -> None:
 def launch(c: Any, start_remote: Any, start_local: Any, *, no_wait: bool) -> str | None:
     """Start a job and return its id to follow, or print the id and return None for --no-wait.
 
-    With --host the server runs the job (``start_remote()`` returns its id); embedded, the job is
-    persisted by ``start_local(run=...)`` and, for --no-wait, handed to a detached worker.
+    With --host the server runs the job (``start_remote()`` returns its id; None for jobs that
+    only run in this process, whose commands refuse --host); embedded, the job is persisted by
+    ``start_local(run=...)`` and, for --no-wait, handed to a detached worker.
     """
     if getattr(c, "remote", False):
         job_id = start_remote()

@@ -7,7 +7,7 @@ import time
 import typer
 
 from spruce import jobs
-from spruce.cli.common import client, console, detach, fail, launch, parse_json_option
+from spruce.cli.common import client, console, fail, launch, parse_json_option
 from spruce.cli.progress import follow
 
 HELP = """Export INDEX to DEST (a folder, file:// URI, or s3:// gs:// az:// URI).
@@ -101,14 +101,12 @@ def _from_pinecone(ctx: typer.Context, index: str, dest: str, *, format: str, na
         fail("--from pinecone runs in this process: drop --host")
     storage = {"endpoint_url": endpoint_url} if endpoint_url and dest.startswith("s3://") else None
     t0 = time.perf_counter()
-    state = remote.start_remote_export(c.jobs, index, dest, api_key=key, host=pinecone_host,
-                                       namespaces=namespace or None, format=format, storage_options=storage,
-                                       verify_after=verify_after, overwrite=overwrite, run=not no_wait)
-    if no_wait:
-        detach(c, state.id)
-        console.print(state.id)
+    job_id = launch(c, None, lambda run: remote.start_remote_export(
+        c.jobs, index, dest, api_key=key, host=pinecone_host, namespaces=namespace or None, format=format,
+        storage_options=storage, verify_after=verify_after, overwrite=overwrite, run=run), no_wait=no_wait)
+    if job_id is None:
         return
-    d = follow(c.jobs.describe, c.jobs.cancel, state.id, label=f"export {index} (pinecone)",
+    d = follow(c.jobs.describe, c.jobs.cancel, job_id, label=f"export {index} (pinecone)",
                done_attr="records_done", bytes_attr="bytes_done")
     if d.status != "Completed":
         fail(f"export {d.id} {d.status.lower()}: {d.error or 'no error recorded'}")

@@ -7,7 +7,7 @@ import time
 import typer
 
 from spruce import jobs
-from spruce.cli.common import client, console, detach, fail, launch
+from spruce.cli.common import client, console, fail, launch
 from spruce.cli.progress import follow
 
 HELP = """Restore SRC (an archive, or your own .jsonl/.jsonl.gz/.parquet file or Pinecone-layout
@@ -113,14 +113,12 @@ def _to_pinecone(ctx: typer.Context, src: str, index: str, *, pinecone_host: str
         fail("--to pinecone runs in this process: drop --host")
     storage = {"endpoint_url": endpoint_url} if endpoint_url and src.startswith("s3://") else None
     t0 = time.perf_counter()
-    state = remote.start_remote_import(c.jobs, src, index, api_key=key, host=pinecone_host, cloud=cloud,
-                                       region=region, bulk_import=bulk_import, integration_id=integration_id,
-                                       storage_options=storage, run=not no_wait)
-    if no_wait:
-        detach(c, state.id)
-        console.print(state.id)
+    job_id = launch(c, None, lambda run: remote.start_remote_import(
+        c.jobs, src, index, api_key=key, host=pinecone_host, cloud=cloud, region=region, bulk_import=bulk_import,
+        integration_id=integration_id, storage_options=storage, run=run), no_wait=no_wait)
+    if job_id is None:
         return
-    d = follow(c.jobs.describe, c.jobs.cancel, state.id, label=f"restore {index} (pinecone)",
+    d = follow(c.jobs.describe, c.jobs.cancel, job_id, label=f"restore {index} (pinecone)",
                done_attr="records_done", bytes_attr="bytes_done")
     if d.status != "Completed":
         fail(f"restore {d.id} {d.status.lower()}: {d.error or 'no error recorded'}")
