@@ -8,7 +8,7 @@ import typer
 
 from spruce import jobs
 from spruce.cli.common import client, console, fail, launch, parse_json_option
-from spruce.cli.progress import follow
+from spruce.cli.progress import follow_to_completion
 
 HELP = """Export INDEX to DEST (a folder, file:// URI, or s3:// gs:// az:// URI).
 
@@ -74,10 +74,8 @@ def export(
         no_wait=no_wait)
     if job_id is None:
         return
-    d = follow(c.describe_export, c.cancel_export, job_id, label=f"export {index}",
-               done_attr="records_exported", bytes_attr="bytes_written")
-    if d.status != "Completed":
-        fail(f"export {d.export_id} {d.status.lower()}: {d.error or 'no error recorded'}")
+    d = follow_to_completion(c.describe_export, c.cancel_export, job_id, what="export", label=f"export {index}",
+                             done_attr="records_exported", bytes_attr="bytes_written")
     secs = time.perf_counter() - t0
     console.print(f"exported [bold]{d.records_exported:,}[/] records, {d.bytes_written / 1e6:,.1f} MB "
                   f"in {secs:.1f}s ({d.records_exported / max(secs, 1e-9):,.0f} records/s) to {d.uri}")
@@ -106,10 +104,8 @@ def _from_pinecone(ctx: typer.Context, index: str, dest: str, *, format: str, na
         storage_options=storage, verify_after=verify_after, overwrite=overwrite, run=run), no_wait=no_wait)
     if job_id is None:
         return
-    d = follow(c.jobs.describe, c.jobs.cancel, job_id, label=f"export {index} (pinecone)",
-               done_attr="records_done", bytes_attr="bytes_done")
-    if d.status != "Completed":
-        fail(f"export {d.id} {d.status.lower()}: {d.error or 'no error recorded'}")
+    d = follow_to_completion(c.jobs.describe, c.jobs.cancel, job_id, what="export",
+                             label=f"export {index} (pinecone)", done_attr="records_done", bytes_attr="bytes_done")
     secs = time.perf_counter() - t0
     console.print(f"exported [bold]{d.records_done:,}[/] records, {d.bytes_done / 1e6:,.1f} MB in {secs:.1f}s "
                   f"({d.records_done / max(secs, 1e-9):,.0f} records/s) from {index} to {d.uri}")

@@ -8,8 +8,8 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from spruce.cli.common import GlobalOptions, client, console, fail
-from spruce.cli.progress import follow
+from spruce.cli.common import GlobalOptions, client, console
+from spruce.cli.progress import follow_to_completion
 from spruce.jobs.state import JobStore
 
 app = typer.Typer(help="List, show, cancel and resume export and import jobs.", no_args_is_help=True)
@@ -112,8 +112,6 @@ def resume(ctx: typer.Context, job_id: str,
         describe, cancel_fn, attrs = c.describe_import, c.cancel_import, ("records_imported", "bytes_read")
     else:  # a connector's job kind (remote-export, remote-import): follow its raw state
         describe, cancel_fn, attrs = c.jobs.describe, c.jobs.cancel, ("records_done", "bytes_done")
-    d = follow(describe, cancel_fn, job_id, label=f"{s.kind} {s.index}", done_attr=attrs[0],
-               bytes_attr=attrs[1], quiet=quiet)
-    if d.status != "Completed":
-        fail(f"{s.kind} {job_id} {d.status.lower()}: {d.error or 'no error recorded'}")
+    follow_to_completion(describe, cancel_fn, job_id, what=s.kind, label=f"{s.kind} {s.index}",
+                         done_attr=attrs[0], bytes_attr=attrs[1], quiet=quiet)
     console.print(f"{s.kind} {job_id} completed")

@@ -16,7 +16,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from spruce.cli.common import err_console
+from spruce.cli.common import err_console, fail
 
 
 class RateColumn(ProgressColumn):
@@ -60,3 +60,12 @@ def follow(describe: Any, cancel: Any, job_id: str, *, label: str, done_attr: st
         cancel(job_id)
         err_console.print(f"cancelled job {job_id}")
         raise
+
+
+def follow_to_completion(describe: Any, cancel: Any, job_id: str, *, what: str, label: str, done_attr: str,
+                         bytes_attr: str, quiet: bool = False) -> Any:
+    """``follow``, then exit 1 naming the job (``what`` is its kind) unless it Completed."""
+    d = follow(describe, cancel, job_id, label=label, done_attr=done_attr, bytes_attr=bytes_attr, quiet=quiet)
+    if d.status != "Completed":
+        fail(f"{what} {job_id} {d.status.lower()}: {d.error or 'no error recorded'}")
+    return d

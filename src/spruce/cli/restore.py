@@ -8,7 +8,7 @@ import typer
 
 from spruce import jobs
 from spruce.cli.common import client, console, fail, launch
-from spruce.cli.progress import follow
+from spruce.cli.progress import follow_to_completion
 
 HELP = """Restore SRC (an archive, or your own .jsonl/.jsonl.gz/.parquet file or Pinecone-layout
 folder) into INDEX, creating it if missing and merging if present.
@@ -85,10 +85,8 @@ def restore(
         no_wait=no_wait)
     if job_id is None:
         return
-    d = follow(c.describe_import, c.cancel_import, job_id, label=f"restore {index}",
-               done_attr="records_imported", bytes_attr="bytes_read")
-    if d.status != "Completed":
-        fail(f"restore {d.import_id} {d.status.lower()}: {d.error or 'no error recorded'}")
+    d = follow_to_completion(c.describe_import, c.cancel_import, job_id, what="restore", label=f"restore {index}",
+                             done_attr="records_imported", bytes_attr="bytes_read")
     secs = time.perf_counter() - t0
     console.print(f"restored [bold]{d.records_imported:,}[/] records into {index} in {secs:.1f}s "
                   f"({d.records_imported / max(secs, 1e-9):,.0f} records/s)")
@@ -118,10 +116,8 @@ def _to_pinecone(ctx: typer.Context, src: str, index: str, *, pinecone_host: str
         integration_id=integration_id, storage_options=storage, run=run), no_wait=no_wait)
     if job_id is None:
         return
-    d = follow(c.jobs.describe, c.jobs.cancel, job_id, label=f"restore {index} (pinecone)",
-               done_attr="records_done", bytes_attr="bytes_done")
-    if d.status != "Completed":
-        fail(f"restore {d.id} {d.status.lower()}: {d.error or 'no error recorded'}")
+    d = follow_to_completion(c.jobs.describe, c.jobs.cancel, job_id, what="restore",
+                             label=f"restore {index} (pinecone)", done_attr="records_done", bytes_attr="bytes_done")
     secs = time.perf_counter() - t0
     console.print(f"restored [bold]{d.records_done:,}[/] records into {index} in {secs:.1f}s "
                   f"({d.records_done / max(secs, 1e-9):,.0f} records/s)")
