@@ -265,7 +265,8 @@ def test_export_download_without_api_key(http: httpx.Client, source: Any, tmp_pa
 
 
 def test_download_links_refuse_tampering_and_expiry(http: httpx.Client, source: Any) -> None:
-    d = _export(http, "src", {"uri": "src-short-links", "linkExpirySeconds": 1})
+    # long enough to outlast a slow machine's job polling (1 s was flaky), short enough to wait out
+    d = _export(http, "src", {"uri": "src-short-links", "linkExpirySeconds": 5})
     url = d["downloadUrl"]
     assert httpx.get(url).status_code == 200
     base, query = url.split("?", 1)
