@@ -12,7 +12,7 @@ import pytest
 import spruce
 from spruce.engine import Index as EngineIndex
 from spruce.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ValidationError
-from spruce.records import RecordBatch
+from spruce.records import RecordBatch, SparseValues
 
 DIM = 16
 
@@ -616,4 +616,37 @@ def test_memory_loads_on_first_read_and_writes_before_it_land(client, tmp_path):
     assert stats.namespaces["a"].vector_count == 50 and stats.namespaces["b"].vector_count == 30
     top = idx.query(vector=values[40], top_k=1, namespace="b").matches[0]
     assert top.id == "id-0040"
+    client.engine.close()
+
+
+@pytest.mark.parametrize("on_conflict", ["overwrite", "skip"])
+def test_one_statement_batch_write_keeps_row_order_and_nulls(client, tmp_path, on_conflict):
+    """A batch is written by one SQL statement: an id repeated inside an unvalidated batch
+    resolves as it would row by row (the last wins on overwrite, the first on skip), and absent
+    metadata or sparse parts next to present ones come back absent, the rest bit for bit."""
+    client.create_index("hy", dimension=DIM, metric="dotproduct")
+    eng = client.engine.index("hy")
+    rng = np.random.default_rng(7)
+    values = rng.standard_normal((6, DIM)).astype(np.float32)
+    sparse = [SparseValues(np.array([1, 9], np.uint32), np.array([0.5, -2], np.float32)), None,
+              SparseValues(np.array([3], np.uint32), np.array([7], np.float32)), None, None,
+              SparseValues(np.array([4, 5, 6], np.uint32), np.array([1, 2, 3], np.float32))]
+    metadata = [{"n": 0}, None, {"s": "é\u2028\"x\\"}, None, {"n": 4}, {"n": 5}]
+    ids = ["a", "b", "c", "d", "a", "e"]  # "a" twice
+    n = eng.upsert_batch("ns", RecordBatch(ids=ids, values=values, sparse=sparse, metadata=metadata),
+                         on_conflict=on_conflict, validate=False)
+    assert n == (5 if on_conflict == "skip" else 6)
+    client = reopen(client, tmp_path)  # read back from SQLite, not from memory
+    got = client.Index("hy").fetch(["a", "b", "c", "d", "e"], namespace="ns").vectors
+    first = 0 if on_conflict == "skip" else 4
+    expect = {"a": first, "b": 1, "c": 2, "d": 3, "e": 5}
+    for rid, i in expect.items():
+        v = got[rid]
+        assert np.array_equal(np.asarray(v.values, np.float32).view(np.uint32), values[i].view(np.uint32))
+        assert (v.metadata or None) == metadata[i]
+        if sparse[i] is None:
+            assert v.sparse_values is None
+        else:
+            assert v.sparse_values.indices == sparse[i].indices.tolist()
+            assert v.sparse_values.values == sparse[i].values.tolist()
     client.engine.close()

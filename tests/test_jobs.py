@@ -804,3 +804,42 @@ def test_corrupt_records_with_a_matching_checksum(client, archive) -> None:
     for ns, _, ids in files:
         everything[ns] |= ids
     assert got == {ns: ids - set(bad_ids) for ns, ids in everything.items()}
+
+
+def test_jobs_run_with_a_short_switch_interval_and_put_it_back(client, tmp_path: Path, monkeypatch) -> None:
+    """A job's pipeline threads hand the GIL over within 0.5 ms while it runs (see
+    spruce.jobs.handoff); the caller's interval is back once the last job ends."""
+    import sys
+
+    from spruce.jobs import handoff, manager
+
+    seen: list[float] = []
+    real = manager.RUNNERS["export"]
+
+    def spy(ctx: Any) -> None:
+        seen.append(sys.getswitchinterval())
+        real(ctx)
+
+    monkeypatch.setitem(manager.RUNNERS, "export", spy)
+    client = spruce.Client(tmp_path / "data2")  # a manager built after the spy is in place
+    original = sys.getswitchinterval()
+    try:
+        src = simple_index(client, "src", {"": 50}, dim=8)
+        before = sys.getswitchinterval()
+        assert before > handoff.INTERVAL
+        assert src.export_index(str(tmp_path / "a"), sync=True).status == "Completed"
+        assert seen == [pytest.approx(handoff.INTERVAL)]
+        assert sys.getswitchinterval() == before
+        # nested (two jobs at once): only the last one out restores it; a change made meanwhile stays
+        with handoff.prompt_handoff():
+            with handoff.prompt_handoff():
+                pass
+            assert sys.getswitchinterval() == pytest.approx(handoff.INTERVAL)
+        assert sys.getswitchinterval() == before
+        with handoff.prompt_handoff():
+            sys.setswitchinterval(0.002)
+        assert sys.getswitchinterval() == pytest.approx(0.002)
+    finally:
+        sys.setswitchinterval(original)
+        client.jobs.shutdown()
+        client.engine.close()

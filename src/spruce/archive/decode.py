@@ -117,34 +117,46 @@ class Assembler:
         dense = shape.vector_type == "dense"
         n = len(lines)
         d = shape.dimension or 0
-        values = np.empty((n, d), dtype=np.float32) if dense else None
+        # float64 rows land in one matrix by memcpy and are narrowed once at the end: a numpy
+        # assignment per row would release the GIL per row, and with another thread busy each
+        # release waits a whole switch interval (measured: 1000 rows went from 4 ms to 350 ms).
+        wide = np.empty((n, d), dtype=np.float64) if dense else None
+        dest = memoryview(wide).cast("B") if wide is not None else None
+        row = d * 8
         ids: list[Any] = []
         sparse: list[Any] = []
         metadata: list[Any] = []
         parser = self._parser or simdjson.Parser()
         self._parser = None
         keys = _KEYS
-        with np.errstate(over="ignore"):  # an overflow becomes inf, which validate_batch names
-            for i, line in enumerate(lines):
-                doc = parser.parse(line)
-                names = list(doc.keys())
-                if not keys.issuperset(names) or len(set(names)) != len(names):
+        at = 0
+        for line in lines:
+            doc = parser.parse(line)
+            names = list(doc.keys())
+            if not keys.issuperset(names) or len(set(names)) != len(names):
+                raise _Slow
+            ids.append(doc["id"])
+            vals = doc.get("values")
+            if dest is not None:
+                buf = memoryview(vals.as_buffer(of_type="d"))
+                if buf.nbytes != row:
                     raise _Slow
-                ids.append(doc["id"])
-                vals = doc.get("values")
-                if dense:
-                    buf = np.frombuffer(vals.as_buffer(of_type="d"), dtype=np.float64)
-                    if buf.size != d:
-                        raise _Slow
-                    values[i] = buf  # type: ignore[index]
-                elif vals is not None and len(vals):
-                    raise _Slow
-                sv = doc.get("sparse_values")
-                sparse.append(sv.as_dict() if isinstance(sv, simdjson.Object) else sv)
-                md = doc.get("metadata")
-                metadata.append(md.as_dict() if isinstance(md, simdjson.Object) else md)
-                del doc, vals, sv, md  # proxies pin the parser's document: drop them before the next parse
+                dest[at:at + row] = buf
+                at += row
+                del buf
+            elif vals is not None and len(vals):
+                raise _Slow
+            sv = doc.get("sparse_values")
+            sparse.append(sv.as_dict() if isinstance(sv, simdjson.Object) else sv)
+            md = doc.get("metadata")
+            metadata.append(md.as_dict() if isinstance(md, simdjson.Object) else md)
+            del doc, vals, sv, md  # proxies pin the parser's document: drop them before the next parse
         self._parser = parser
+        values = None
+        if wide is not None:
+            del dest
+            with np.errstate(over="ignore"):  # an overflow becomes inf, which validate_batch names
+                values = wide.astype(np.float32)
         batch = RecordBatch(ids=ids, values=values,
                             sparse=sparse if any(s is not None for s in sparse) else None, metadata=metadata)
         return validate_batch(batch, dimension=shape.dimension, vector_type=shape.vector_type or "dense")

@@ -12,7 +12,7 @@ from isal import isal_zlib
 
 from spruce.storage.base import Writer
 
-READ_CHUNK = 1 << 20  # raw bytes read from the store at a time
+READ_CHUNK = 1 << 22  # raw bytes read from the store at a time
 MAX_OUT = 8 << 20  # cap on decompressed bytes per step (bounds memory on highly compressible input)
 _GZIP_WBITS = 31
 

@@ -256,12 +256,10 @@ class Index:
                 raise ConflictError(
                     f"{len(existing)} record(s) already exist in namespace {ns or DEFAULT_NAMESPACE_ALIAS!r} "
                     f"of index {self.name!r} (on_conflict='fail'): {shown}")
-        sql = store.INSERT_IGNORE_SQL if on_conflict == "skip" else store.UPSERT_SQL
-        before = conn.total_changes
-        conn.executemany(sql, store.encode_rows(ns, batch))
+        n = store.write_batch(conn, ns, batch, skip_existing=on_conflict == "skip")
         if touched is not None:
             touched.add(ns)
-        return conn.total_changes - before
+        return n
 
     @staticmethod
     def _existing_ids(conn: sqlite3.Connection, ns: str, ids: Sequence[str]) -> list[str]:

@@ -32,15 +32,24 @@ CREATE UNIQUE INDEX IF NOT EXISTS records_ns_id ON records (ns, id);
 CREATE TABLE IF NOT EXISTS markers (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
-UPSERT_SQL = (
-    "INSERT INTO records (ns, id, dense, sp_idx, sp_val, metadata) VALUES (?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (ns, id) DO UPDATE SET dense=excluded.dense, sp_idx=excluded.sp_idx, "
-    "sp_val=excluded.sp_val, metadata=excluded.metadata"
-)
-INSERT_IGNORE_SQL = (
-    "INSERT INTO records (ns, id, dense, sp_idx, sp_val, metadata) VALUES (?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (ns, id) DO NOTHING"
-)
+_UPDATE = ("DO UPDATE SET dense=excluded.dense, sp_idx=excluded.sp_idx, "
+           "sp_val=excluded.sp_val, metadata=excluded.metadata")
+
+#: One statement writes a whole batch. Each row of ?5 (JSON) is [id, metadata offset, length,
+#: sparse offset, length]; the blobs ride in four buffers that substr() slices (byte offsets,
+#: -1 for NULL). ``WHERE true`` keeps ON CONFLICT from parsing as a join constraint.
+_BATCH_SQL = """
+INSERT INTO records (ns, id, dense, sp_idx, sp_val, metadata)
+SELECT ?1, r.value ->> 0,
+       CASE WHEN ?3 > 0 THEN substr(?2, r.key * ?3 + 1, ?3) END,
+       CASE WHEN r.value ->> 4 >= 0 THEN substr(?6, (r.value ->> 3) + 1, r.value ->> 4) END,
+       CASE WHEN r.value ->> 4 >= 0 THEN substr(?7, (r.value ->> 3) + 1, r.value ->> 4) END,
+       CASE WHEN r.value ->> 2 >= 0 THEN substr(?4, (r.value ->> 1) + 1, r.value ->> 2) END
+FROM json_each(?5) AS r WHERE true
+ON CONFLICT (ns, id) {}
+"""
+UPSERT_BATCH_SQL = _BATCH_SQL.format(_UPDATE)
+INSERT_IGNORE_BATCH_SQL = _BATCH_SQL.format("DO NOTHING")
 
 
 def connect(path: str, *, durability: str = "process") -> sqlite3.Connection:
@@ -116,19 +125,55 @@ class Checkpointer:
         self._conn.close()
 
 
-def encode_rows(ns: str, batch: RecordBatch) -> Iterator[tuple[Any, ...]]:
+def write_batch(conn: sqlite3.Connection, ns: str, batch: RecordBatch, *, skip_existing: bool) -> int:
+    """Write a batch in one statement; returns the rows inserted or replaced.
+
+    Why one statement: executemany binds each row under the GIL and releases it for each
+    step, so a thread decoding the next batch makes every row wait for the GIL. Here the
+    whole batch is a handful of buffers, and SQLite inserts it with the GIL released once.
+    Rows apply in batch order, so a repeated id behaves as it would one row at a time.
+    """
+    n = len(batch)
     values = batch.values
-    for i, rid in enumerate(batch.ids):
-        sv = None if batch.sparse is None else batch.sparse[i]
-        md = batch.metadata[i]
-        yield (
-            ns,
-            rid,
-            None if values is None else values[i].tobytes(),
-            None if sv is None else sv.indices.astype("<u4").tobytes(),
-            None if sv is None else sv.values.astype("<f4").tobytes(),
-            None if md is None else orjson.dumps(md),
-        )
+    dense: Any = b""
+    width = 0
+    if values is not None and n:
+        dense = memoryview(np.ascontiguousarray(values, dtype="<f4")).cast("B")
+        width = dense.nbytes // n
+    md_parts: list[bytes] = []
+    md_off: list[int] = []
+    md_len: list[int] = []
+    pos = 0
+    for md in batch.metadata:
+        if md is None:
+            md_off.append(0)
+            md_len.append(-1)
+            continue
+        text = md if isinstance(md, RawJson) else orjson.dumps(md)
+        md_parts.append(text)
+        md_off.append(pos)
+        md_len.append(len(text))
+        pos += len(text)
+    sp_off = [0] * n
+    sp_len = [-1] * n
+    sp_idx: list[bytes] = []
+    sp_val: list[bytes] = []
+    if batch.sparse is not None:
+        pos = 0
+        for i, sv in enumerate(batch.sparse):
+            if sv is None:
+                continue
+            idx = sv.indices.astype("<u4").tobytes()
+            sp_idx.append(idx)
+            sp_val.append(sv.values.astype("<f4").tobytes())
+            sp_off[i] = pos
+            sp_len[i] = len(idx)
+            pos += len(idx)
+    rows = orjson.dumps(list(zip(batch.ids, md_off, md_len, sp_off, sp_len, strict=True)))
+    before = conn.total_changes
+    conn.execute(INSERT_IGNORE_BATCH_SQL if skip_existing else UPSERT_BATCH_SQL,
+                 (ns, dense, width, b"".join(md_parts), rows.decode(), b"".join(sp_idx), b"".join(sp_val)))
+    return conn.total_changes - before
 
 
 def decode_rows(rows: list[tuple[Any, ...]], dimension: int | None, *,

@@ -16,6 +16,7 @@ from typing import Any
 
 from spruce.engine import Engine
 from spruce.errors import FailedPrecondition, JobCancelled, SpruceError
+from spruce.jobs.handoff import prompt_handoff
 from spruce.jobs.state import (
     CANCELLED,
     COMPLETED,
@@ -161,7 +162,8 @@ class JobManager:
             runner = self._runners.get(s.kind)
             if runner is None:
                 raise SpruceError(f"job kind {s.kind!r} has no runner in this process")
-            runner(ctx)
+            with prompt_handoff():
+                runner(ctx)
             s.status = COMPLETED
             s.percent_complete = 100.0
         except JobCancelled:

@@ -19,6 +19,8 @@ class Prefetch:
     def __init__(self, make: Callable[[], Iterator[Any]], depth: int = 2, name: str = "spruce-prefetch") -> None:
         self._queue: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
+        #: set once the thread has produced its last item (the queue may still hold some)
+        self.finished = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(make,), name=name, daemon=True)
         self._thread.start()
 
@@ -42,6 +44,7 @@ class Prefetch:
         except BaseException as exc:
             self._put((False, exc))
         finally:
+            self.finished.set()
             close = getattr(it, "close", None)
             if close is not None:
                 close()

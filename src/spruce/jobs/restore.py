@@ -142,7 +142,11 @@ def _apply(ctx: JobContext, source: Any, index: Any, nsmap: dict[str, str], on_c
                                   validate=False)  # the reader validated against this index's shape
                         applied += len(batch)
                         ctx.progress(records=len(batch))
-                    if k + 1 < len(todo):
+                        if upcoming is None and k + 1 < len(todo) and reader.finished.is_set():
+                            # this file is all read: reading the next one (hash, first row group)
+                            # overlaps the tail of this one's writes and its commit
+                            upcoming = start(todo[k + 1])
+                    if upcoming is None and k + 1 < len(todo):
                         upcoming = start(todo[k + 1])  # the next file's reading overlaps this commit
                     tx.set_marker(f"{prefix}file:{i}", {"records": applied, "rejected": len(rejects)})
             except (IntegrityError, ValidationError) as exc:
