@@ -791,3 +791,32 @@ def test_archive_is_a_source_too(store: LocalStore) -> None:
     assert src.infer() == (8, "dense")
     assert_same(read_source(src, batch_size=5), records)
     assert all(f.sha256 and f.records is not None for f in src.files)
+
+
+@pytest.mark.parametrize("damage", ["sha256", "bytes"])
+def test_parquet_hashed_alongside_holds_back_the_last_batch(store: LocalStore, damage: str) -> None:
+    """With hash_alongside (a restore, which commits a file only after its last batch) a
+    Parquet file is decoded while it is hashed; a file that is not what the manifest says
+    yields no last batch: the mismatch is raised instead. Without the option it is raised
+    before the first batch."""
+    from spruce.archive.reader import SourceFile, read_data_file
+
+    records = make_records("dense", 50)
+    write_archive(store, "parquet", {"": records})
+    entry = ArchiveReader(store).files()[0]
+    if damage == "sha256":
+        entry = SourceFile(entry.namespace, entry.path, entry.format, sha256="0" * 64,
+                           records=entry.records, bytes=entry.bytes)
+    else:
+        entry = SourceFile(entry.namespace, entry.path, entry.format, sha256=entry.sha256,
+                           records=entry.records, bytes=entry.bytes + 1)
+    got: list[str] = []
+    with pytest.raises(ChecksumMismatch, match=re.escape(entry.path)):
+        for b in read_data_file(store, entry, batch_size=8, hash_alongside=True, strict=True):
+            got.extend(b.ids)
+    assert got == [r.id for r in records[:48]]  # six batches of 8; the seventh (last) held back
+    with pytest.raises(ChecksumMismatch):
+        next(read_data_file(store, entry, batch_size=8, strict=True))
+    intact = ArchiveReader(store).files()[0]
+    assert [i for b in read_data_file(store, intact, batch_size=8, hash_alongside=True, strict=True)
+            for i in b.ids] == [r.id for r in records]

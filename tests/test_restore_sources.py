@@ -266,6 +266,7 @@ def test_lines_the_fast_parser_cannot_take_are_decided_by_the_general_one(client
     assert stored(client.Index("odd")) == {"": expected(good)}
 
     for k, (bad, field) in enumerate([('"metadata": {"n": 123456789012345678901234567890}', "metadata.n"),
+                                      ('"metadata": {"n": -9223372036854775809}', "metadata.n"),
                                       ('"metadata": {"t": "\\ud800"}', "metadata.t")]):
         lines2 = list(lines)
         lines2[1100] = '{"id": "bad", "values": [0.5, 0.5, 0.5, 0.5, 0.5], ' + bad + "}"
@@ -274,3 +275,24 @@ def test_lines_the_fast_parser_cannot_take_are_decided_by_the_general_one(client
         with pytest.raises(ValidationError) as info:
             client.Index(f"bad{k}").upsert_from_file(str(p))
         assert (info.value.line, info.value.field, info.value.record_id) == (1101, field, "bad")
+
+
+def test_parquet_metadata_numbers_are_read_exactly(client, tmp_path: Path) -> None:
+    """Parquet metadata is JSON text: integers at the 64-bit edges and large floats keep their
+    exact value and type, and an integer orjson could only round (beyond 2**64 - 1, below
+    -2**63) is refused by name instead of stored as a float."""
+    good = records(30)
+    good[3]["metadata"] = {"u": 2**64 - 1, "s": -(2**63), "f": 1e300, "g": -1.5e19, "h": 9.3e18}
+    path = write_parquet(tmp_path / "ok.parquet", good)
+    assert client.Index("exact").upsert_from_file(str(path)).records_imported == 30
+    assert stored(client.Index("exact")) == {"": expected(good)}
+    got = client.Index("exact").fetch(["r3"]).vectors["r3"].metadata
+    assert [type(got[k]) for k in "usfgh"] == [int, int, float, float, float]
+    for k, big in enumerate([2**64, -(2**63) - 1, 123456789012345678901234567890]):
+        recs = records(30)
+        recs[20]["metadata"] = {"ok": 1, "n": big}
+        p = write_parquet(tmp_path / f"big{k}.parquet", recs)
+        with pytest.raises(ValidationError) as info:
+            client.Index(f"big{k}").upsert_from_file(str(p))
+        assert (info.value.field, info.value.record_id) == ("metadata.n", "r20")
+        assert not client.has_index(f"big{k}")

@@ -122,6 +122,10 @@ class RecordBatch:
     values: np.ndarray | None = None  # (n, dimension) float32, or None for sparse-only data
     sparse: list[SparseValues | None] | None = None
     metadata: list[dict[str, Any] | None] = field(default_factory=list)
+    #: Set by validate_batch: each record's metadata as compact JSON, the text the store keeps,
+    #: so the thread that writes does not serialize it again. Whoever changes ``metadata``
+    #: after validation must drop this.
+    metadata_json: list[bytes | None] | None = None
 
     def __post_init__(self) -> None:
         if not self.metadata:
@@ -137,6 +141,7 @@ class RecordBatch:
             values=None if self.values is None else self.values[list(rows)],
             sparse=None if self.sparse is None else [self.sparse[i] for i in rows],
             metadata=[self.metadata[i] for i in rows],
+            metadata_json=None if self.metadata_json is None else [self.metadata_json[i] for i in rows],
         )
 
     def records(self) -> Iterator[Record]:
@@ -279,6 +284,13 @@ def validate_metadata(metadata: Any, *, record: int | None = None,
     """
     if metadata is None:
         return None
+    return checked_metadata(metadata, record=record, record_id=record_id)[0]
+
+
+def checked_metadata(metadata: Any, *, record: int | None = None,
+                     record_id: str | None = None) -> tuple[dict[str, Any], bytes]:
+    """validate_metadata's copy and its compact JSON text: the size check serializes it
+    anyway, and the store keeps exactly that text."""
     where = {"record": record, "record_id": record_id}
     if not isinstance(metadata, Mapping):
         raise ValidationError(f"must be an object, got {type(metadata).__name__}", field="metadata", **where)
@@ -321,14 +333,14 @@ def validate_metadata(metadata: Any, *, record: int | None = None,
                 field=fname, **where)
         md[key] = value
     try:
-        size = len(orjson.dumps(md))
+        text = orjson.dumps(md)
     except (TypeError, orjson.JSONEncodeError):  # a string that is not valid Unicode
         raise ValidationError("strings must be valid Unicode (no lone surrogates)",
                               field=_bad_text_field(md), **where) from None
-    if size > MAX_METADATA_BYTES:
-        raise ValidationError(f"is {size} bytes serialized, the limit is {MAX_METADATA_BYTES}",
+    if len(text) > MAX_METADATA_BYTES:
+        raise ValidationError(f"is {len(text)} bytes serialized, the limit is {MAX_METADATA_BYTES}",
                               field="metadata", **where)
-    return md
+    return md, text
 
 
 def _encodable(text: str) -> bool:
@@ -525,9 +537,11 @@ def validate_batch(batch: RecordBatch, *, dimension: int | None, vector_type: st
     elif vector_type == "sparse" and n:
         raise ValidationError("is required for a sparse index", field="sparse_values", record=0,
                               record_id=batch.ids[0])
+    texts: list[bytes | None] = [None] * n
     for i, md in enumerate(batch.metadata):
         if md is not None:
-            batch.metadata[i] = validate_metadata(md, record=i, record_id=batch.ids[i])
+            batch.metadata[i], texts[i] = checked_metadata(md, record=i, record_id=batch.ids[i])
+    batch.metadata_json = texts
     return batch
 
 

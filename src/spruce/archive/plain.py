@@ -73,6 +73,7 @@ class Source:
         dimension: int | None = None,
         vector_type: str | None = None,
         on_error: OnError | None = None,
+        hash_alongside: bool = False,
     ) -> Iterator[RecordBatch]:
         """Yield the file's records in batches, validated against ``dimension``/``vector_type``.
 
@@ -80,14 +81,16 @@ class Source:
         the file's first record shows. ``on_error=None`` raises at the first bad
         record; a callable gets each bad record's ValidationError and the record
         is skipped. Archive files are also checked against the manifest
-        (IntegrityError subclasses; a bad record is a CorruptRecord).
+        (IntegrityError subclasses; a bad record is a CorruptRecord). ``hash_alongside``: see
+        read_data_file.
         """
         if self.kind == "archive":
             assert self.manifest is not None
             dimension = self.manifest.dimension if dimension is None else dimension
             vector_type = vector_type or self.manifest.vector_type
         return read_data_file(self.store, file, batch_size=batch_size, on_error=on_error,
-                              strict=self.kind == "archive", shape=Shape(dimension, vector_type))
+                              strict=self.kind == "archive", shape=Shape(dimension, vector_type),
+                              hash_alongside=hash_alongside)
 
     def infer(self) -> tuple[int | None, str]:
         """(dimension or None, "dense" | "sparse"): what an index for this data needs.

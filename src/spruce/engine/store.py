@@ -144,12 +144,13 @@ def write_batch(conn: sqlite3.Connection, ns: str, batch: RecordBatch, *, skip_e
     md_off: list[int] = []
     md_len: list[int] = []
     pos = 0
-    for md in batch.metadata:
+    texts = batch.metadata_json
+    for i, md in enumerate(batch.metadata):
         if md is None:
             md_off.append(0)
             md_len.append(-1)
             continue
-        text = md if isinstance(md, RawJson) else orjson.dumps(md)
+        text = md if isinstance(md, RawJson) else texts[i] if texts is not None else orjson.dumps(md)
         md_parts.append(text)
         md_off.append(pos)
         md_len.append(len(text))

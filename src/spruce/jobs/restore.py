@@ -41,13 +41,14 @@ def run_import(ctx: JobContext) -> None:
     store = open_store(s.uri, **ctx.storage_options())
     source = open_source(store, namespace=normalize_namespace(opts.get("namespace")))
     nsmap = {normalize_namespace(k): normalize_namespace(v) for k, v in (opts.get("namespace_map") or {}).items()}
+    preflight = None
     if source.kind == "archive" and error_mode == "abort":
-        _preflight(ctx, source, ctx.engine.index(s.index) if ctx.engine.has_index(s.index) else None)
-    if not ctx.engine.has_index(s.index):
-        opts["created_index"] = True  # persisted, so a resumed attempt still knows
-    index = _target_index(ctx, source)
+        preflight = _Preflight(ctx, source, ctx.engine.index(s.index) if ctx.engine.has_index(s.index) else None)
     try:
-        _apply(ctx, source, index, nsmap, on_conflict, error_mode)
+        if not ctx.engine.has_index(s.index):
+            opts["created_index"] = True  # persisted, so a resumed attempt still knows
+        index = _target_index(ctx, source)
+        _apply(ctx, source, index, nsmap, on_conflict, error_mode, preflight)
     except JobCancelled:
         raise
     except (SpruceError, ValidationError):
@@ -57,35 +58,52 @@ def run_import(ctx: JobContext) -> None:
             ctx.engine.delete_index(s.index)
             s.notes.append(f"removed index {s.index!r}: this job created it and then failed")
         raise
+    finally:
+        if preflight is not None:
+            preflight.close()
 
 
-def _preflight(ctx: JobContext, source: Any, index: Any) -> None:
-    """Check every file's size and sha256 before applying any, so a corrupt archive is refused
-    whole. Files a resumed job already committed are skipped. Two files are hashed at a time
-    (hashlib and file reads release the GIL); the first bad file in archive order is reported."""
-    todo = [entry for i, entry in enumerate(source.files)
-            if index is None or not index.get_marker(f"import:{ctx.state.id}:file:{i}")]
+class _Preflight:
+    """Checks every file's size and sha256 before any is committed, so a corrupt archive is
+    refused whole ("nothing was applied"). Files a resumed job already committed are skipped.
 
-    def check(entry: Any) -> None:
-        ctx.check_cancel()
-        check_file_bytes(source.store, entry)
+    The first file to apply is left out: it is hashed while it is read, and nothing of it is
+    committed before its end. The others are hashed two at a time (hashlib and file reads
+    release the GIL) while that first file is applied, and its commit waits for the verdict
+    (``wait``): the check costs no time of its own. The first bad file in archive order is
+    reported.
+    """
 
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="spruce-preflight") as pool:
-        futures = [pool.submit(check, entry) for entry in todo]
-        try:
-            for entry, fut in zip(todo, futures, strict=True):
-                try:
-                    fut.result()
-                except IntegrityError as exc:
-                    where = _where(source, entry)
-                    raise type(exc)(_with_file(str(exc), entry.path, where) + "; nothing was applied") from exc
-        finally:
-            for fut in futures:
-                fut.cancel()
+    def __init__(self, ctx: JobContext, source: Any, index: Any) -> None:
+        todo = [entry for i, entry in enumerate(source.files)
+                if index is None or not index.get_marker(f"import:{ctx.state.id}:file:{i}")]
+        self._source = source
+        self._todo = todo[1:]
+
+        def check(entry: Any) -> None:
+            ctx.check_cancel()
+            check_file_bytes(source.store, entry)
+
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="spruce-preflight")
+        self._futures = [self._pool.submit(check, entry) for entry in self._todo]
+
+    def wait(self) -> None:
+        """Return once every file checked out; else raise the first bad file's error."""
+        for entry, fut in zip(self._todo, self._futures, strict=True):
+            try:
+                fut.result()
+            except IntegrityError as exc:
+                where = _where(self._source, entry)
+                raise type(exc)(_with_file(str(exc), entry.path, where) + "; nothing was applied") from exc
+
+    def close(self) -> None:
+        for fut in self._futures:
+            fut.cancel()
+        self._pool.shutdown(wait=True)
 
 
 def _apply(ctx: JobContext, source: Any, index: Any, nsmap: dict[str, str], on_conflict: str,
-           error_mode: str) -> None:
+           error_mode: str, preflight: _Preflight | None = None) -> None:
     s = ctx.state
     cfg = index.config
     entries = list(source.files)
@@ -121,7 +139,8 @@ def _apply(ctx: JobContext, source: Any, index: Any, nsmap: dict[str, str], on_c
 
         def read() -> Iterator[Any]:
             return source.read(entries[i], dimension=cfg.dimension, vector_type=cfg.vector_type,
-                               on_error=on_error if error_mode == "continue" else None)
+                               on_error=on_error if error_mode == "continue" else None,
+                               hash_alongside=True)  # a file commits only after its last batch
 
         return Prefetch(read, name="spruce-restore-read"), rejects
 
@@ -148,13 +167,18 @@ def _apply(ctx: JobContext, source: Any, index: Any, nsmap: dict[str, str], on_c
                             upcoming = start(todo[k + 1])
                     if upcoming is None and k + 1 < len(todo):
                         upcoming = start(todo[k + 1])  # the next file's reading overlaps this commit
+                    if preflight is not None:
+                        preflight.wait()  # no commit before every other file checked out
+                        preflight = None
                     tx.set_marker(f"{prefix}file:{i}", {"records": applied, "rejected": len(rejects)})
             except (IntegrityError, ValidationError) as exc:
                 ctx.progress(records=-applied)
                 where = _where(source, entry)
                 if error_mode != "continue":
                     if isinstance(exc, IntegrityError):
-                        raise type(exc)(_with_file(str(exc), entry.path, where)) from exc
+                        # before the preflight's verdict nothing of this attempt is committed
+                        tail = "; nothing was applied" if preflight is not None else ""
+                        raise type(exc)(_with_file(str(exc), entry.path, where) + tail) from exc
                     raise exc if exc.file else exc.located(file=where)
                 rejects = [{"file": entry.path or where, "line": None, "record": None, "id": None, "field": None,
                             "reason": f"whole file skipped: {exc}"}]
