@@ -50,7 +50,7 @@ DEFAULT_PART_MAX_RECORDS = 100_000
 DEFAULT_GZIP_LEVEL = 1
 DEFAULT_PARQUET_CODEC = "snappy"
 #: Parquet row groups are cut at about this much uncompressed data.
-ROW_GROUP_BYTES = 32 * 1024 * 1024
+ROW_GROUP_BYTES = 16 * 1024 * 1024
 
 #: Records encoded at a time from a caller's batch (bounds the size of a queued chunk).
 _JSONL_SLICE = 1000
