@@ -662,6 +662,10 @@ def test_bad_file_aborts_and_contributes_nothing(client, archive, how: str, k: i
     with pytest.raises(exc, match=re.escape(entry["path"])) as info:
         dst.upsert_from_file(str(root))
     assert isinstance(info.value, IntegrityError)
+    # the error names the bad file only, whichever file was being applied when it was found
+    others = [f["path"] for j, f in enumerate(manifest_files(root)) if j != k]
+    assert not [p for p in others if p in str(info.value)], str(info.value)
+    assert str(info.value).count("nothing was applied") <= 1
     # the rule: every file's size and sha256 are checked before any is applied, so damaged bytes
     # apply nothing at all. A file whose bytes match but whose record count does not is found
     # while applying: files are applied in manifest order, each whole or not at all, and the

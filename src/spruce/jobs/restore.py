@@ -94,7 +94,9 @@ class _Preflight:
                 fut.result()
             except IntegrityError as exc:
                 where = _where(self._source, entry)
-                raise type(exc)(_with_file(str(exc), entry.path, where) + "; nothing was applied") from exc
+                err = type(exc)(_with_file(str(exc), entry.path, where) + "; nothing was applied")
+                err.refused_whole = True  # type: ignore[attr-defined]  # _apply passes it on as it is
+                raise err from exc
 
     def close(self) -> None:
         for fut in self._futures:
@@ -173,6 +175,8 @@ def _apply(ctx: JobContext, source: Any, index: Any, nsmap: dict[str, str], on_c
                     tx.set_marker(f"{prefix}file:{i}", {"records": applied, "rejected": len(rejects)})
             except (IntegrityError, ValidationError) as exc:
                 ctx.progress(records=-applied)
+                if getattr(exc, "refused_whole", False):
+                    raise  # the preflight's verdict on another file: it names that file
                 where = _where(source, entry)
                 if error_mode != "continue":
                     if isinstance(exc, IntegrityError):
