@@ -52,7 +52,7 @@ def reject(records, *, field: str, position: int, dimension: int | None = DIM, v
 # -- ids ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bad_id", ["", "x" * 513, "a\x00b", 7, None, b"bytes"])
+@pytest.mark.parametrize("bad_id", ["", "x" * 513, "a\x00b", 7, None, b"bytes", "lone\ud800", "\udc00"])
 def test_bad_id_is_rejected_with_its_position(bad_id):
     reject([good(0), good(1), good(2, id=bad_id)], field="id", position=2)
 

@@ -187,6 +187,9 @@ def validate_id(rid: Any, *, record: int | None = None) -> str:
     if "\x00" in rid:
         raise ValidationError("must not contain the NUL character", field="id", record=record,
                               record_id=rid)
+    if not rid.isascii() and not _encodable(rid):
+        raise ValidationError("must be valid Unicode (no lone surrogates)", field="id", record=record,
+                              record_id=rid.encode("utf-8", "backslashreplace").decode("ascii", "replace"))
     return rid
 
 
@@ -469,7 +472,8 @@ def _parse_dense_bulk(items: list[Any], dimension: int) -> RecordBatch | None:
                 rid, v, md, sv = obj[0], obj[1], (obj[2] if len(obj) == 3 else None), None
             else:
                 return None
-            if type(rid) is not str or not 0 < len(rid) <= MAX_ID_LENGTH or "\x00" in rid or v is None:
+            if type(rid) is not str or not 0 < len(rid) <= MAX_ID_LENGTH or "\x00" in rid or v is None or (
+                    not rid.isascii() and not _encodable(rid)):
                 return None
             # one array for the batch would upcast a row of booleans next to rows of floats
             if isinstance(v, np.ndarray):
