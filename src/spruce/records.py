@@ -457,6 +457,7 @@ def _parse_dense_bulk(items: list[Any], dimension: int) -> RecordBatch | None:
     ids: list[str] = []
     vals: list[Any] = []
     metas: list[dict[str, Any] | None] = []
+    texts: list[bytes | None] = []
     sparse: list[SparseValues | None] | None = None
     try:
         for i, obj in enumerate(items):
@@ -489,7 +490,13 @@ def _parse_dense_bulk(items: list[Any], dimension: int) -> RecordBatch | None:
                 sparse.append(None)
             ids.append(rid)
             vals.append(v)
-            metas.append(None if md is None else validate_metadata(md, record=i, record_id=rid))
+            if md is None:
+                metas.append(None)
+                texts.append(None)
+            else:
+                checked, text = checked_metadata(md, record=i, record_id=rid)
+                metas.append(checked)
+                texts.append(text)
         if len(set(ids)) != len(ids):
             return None
         arr = np.asarray(vals)
@@ -501,7 +508,7 @@ def _parse_dense_bulk(items: list[Any], dimension: int) -> RecordBatch | None:
         arr = np.ascontiguousarray(arr, dtype=np.float32)
     if not np.isfinite(arr).all():
         return None
-    return RecordBatch(ids=ids, values=arr, sparse=sparse, metadata=metas)
+    return RecordBatch(ids=ids, values=arr, sparse=sparse, metadata=metas, metadata_json=texts)
 
 
 def validate_batch(batch: RecordBatch, *, dimension: int | None, vector_type: str) -> RecordBatch:
