@@ -820,3 +820,44 @@ def test_parquet_hashed_alongside_holds_back_the_last_batch(store: LocalStore, d
     intact = ArchiveReader(store).files()[0]
     assert [i for b in read_data_file(store, intact, batch_size=8, hash_alongside=True, strict=True)
             for i in b.ids] == [r.id for r in records]
+
+
+class FailingWritesStore(LocalStore):
+    """A LocalStore whose uploads fail after ``budget`` bytes (a full disk, a dropped connection:
+    a fault a test cannot produce for real on demand)."""
+
+    def __init__(self, root: Path, budget: int) -> None:
+        super().__init__(root)
+        self.budget = budget
+
+    def open_writer(self, path: str) -> Any:
+        inner = super().open_writer(path)
+        store = self
+
+        class Writer:
+            def write(self, data: Any) -> int:
+                store.budget -= len(data)
+                if store.budget < 0:
+                    raise OSError(28, "No space left on device")
+                return inner.write(data)
+
+            def close(self) -> None:
+                inner.close()
+
+            def abort(self) -> None:
+                inner.abort()
+
+        return Writer()
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_failing_upload_fails_the_export_and_leaves_no_part(tmp_path: Path, fmt: str) -> None:
+    """Parts are hashed and stored by a thread of their own (Parquet) or by the encoding worker
+    (JSON Lines); either way an upload error fails the archive with that error, nothing waits
+    forever, and neither a part nor a manifest is left behind."""
+    store = FailingWritesStore(tmp_path / "full", budget=20_000)
+    records = make_records("dense", 400, dim=64)
+    with pytest.raises(OSError, match="No space left"):
+        write_archive(store, fmt, {"": records}, dim=64, batch=50, part_max_records=150)
+    left = sorted(p.name for p in (tmp_path / "full").rglob("*") if p.is_file())
+    assert left == [], left

@@ -47,6 +47,56 @@ class HashingSink:
         self.closed = True
 
 
+class WriteBehind:
+    """A file object whose writes a thread hashes and stores (through a HashingSink), so the
+    encoder that writes (gzip, pyarrow's Parquet writer) goes on encoding meanwhile.
+    ``close()`` waits for the last write and raises the first error a write met."""
+
+    def __init__(self, sink: HashingSink, *, depth: int = 4) -> None:
+        self.sink = sink
+        self.size = 0  # bytes handed over so far
+        self.closed = False
+        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="spruce-archive-sink", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (data := self._q.get()) is not None:
+            if self._error is None:
+                try:
+                    self.sink.write(data)
+                except BaseException as e:
+                    self._error = e
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self._error is not None:
+            raise self._error
+        n = len(data)
+        if n:
+            self._q.put(bytes(data))
+            self.size += n
+        return n
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        pass
+
+    def writable(self) -> bool:
+        return True
+
+    def close(self, *, quiet: bool = False) -> None:
+        """Wait for the writes handed over; ``quiet`` when another error is already on its way."""
+        if not self.closed:
+            self.closed = True
+            self._q.put(None)
+            self._thread.join()
+        if self._error is not None and not quiet:
+            raise self._error
+
+
 class DecodeFailure(Exception):
     """The byte stream could not be decompressed (corrupt or truncated gzip)."""
 

@@ -2,11 +2,12 @@
 
 Threads: the caller's thread encodes (JSON lines with orjson, or Arrow tables
 straight from numpy; both need the GIL) and decides where parts end. Each part
-is then compressed, hashed and uploaded by one task of a small thread pool
-(isal, pyarrow's Parquet encoder, hashlib and file writes all release the GIL),
-so several parts are finished at once while the caller encodes the next.
-Memory stays bounded: each part has a small queue of pending chunks, and at
-most ``workers + 1`` parts are in flight.
+is then compressed by one task of a small thread pool, and its bytes hashed and
+uploaded by a thread of its own (streams.WriteBehind): isal, pyarrow's Parquet
+encoder, hashlib and file writes all release the GIL, so several parts are
+finished at once while the caller encodes the next. Memory stays bounded: each
+part has a small queue of pending chunks and of pending writes, and at most
+``workers + 1`` parts are in flight.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from spruce.archive.manifest import (
 )
 from spruce.archive.naming import PART_PATH_RE, encode_namespace, part_name
 from spruce.archive.parquet import CODECS, IMPORT_SCHEMA, batch_to_table
-from spruce.archive.streams import HashingSink
+from spruce.archive.streams import HashingSink, WriteBehind
 from spruce.errors import InvalidArgument, ValidationError
 from spruce.records import RecordBatch, normalize_namespace
 from spruce.storage.base import Store
@@ -434,17 +435,22 @@ class ArchiveWriter:
             if self._aborted.is_set() or self._error is not None:
                 raise _Aborted
             writer = self.store.open_writer(part.path)
-            sink = HashingSink(writer)
+            hashing = HashingSink(writer)
+            # hashing and storing run in a thread of their own: a part is encoded by one worker,
+            # and until it takes the part's chunks the caller cannot move on to the next part
+            sink = WriteBehind(hashing)
             try:
                 if self.format == "parquet":
                     records = self._encode_parquet(part, sink)
                 else:
                     records = self._encode_jsonl(part, sink)
+                sink.close()
                 writer.close()
             except BaseException:
+                sink.close(quiet=True)
                 writer.abort()
                 raise
-            return FileEntry(path=part.path, records=records, bytes=sink.size, sha256=sink.sha.hexdigest())
+            return FileEntry(path=part.path, records=records, bytes=hashing.size, sha256=hashing.sha.hexdigest())
         except BaseException as e:
             self._set_error(e)
             self._drain(part)
@@ -459,7 +465,7 @@ class ArchiveWriter:
             raise _Aborted
         return item
 
-    def _encode_jsonl(self, part: _Part, sink: HashingSink) -> int:
+    def _encode_jsonl(self, part: _Part, sink: WriteBehind) -> int:
         comp = None
         if self.compression == "gzip":
             comp = isal_zlib.compressobj(self.compression_level, isal_zlib.DEFLATED, 31)
@@ -476,7 +482,7 @@ class ArchiveWriter:
             self._progress(0, len(tail))
         return records
 
-    def _encode_parquet(self, part: _Part, sink: HashingSink) -> int:
+    def _encode_parquet(self, part: _Part, sink: WriteBehind) -> int:
         pw = pq.ParquetWriter(
             sink, IMPORT_SCHEMA,
             compression=self.compression,
