@@ -810,40 +810,44 @@ def test_corrupt_records_with_a_matching_checksum(client, archive) -> None:
     assert got == {ns: ids - set(bad_ids) for ns, ids in everything.items()}
 
 
-def test_jobs_run_with_a_short_switch_interval_and_put_it_back(client, tmp_path: Path, monkeypatch) -> None:
-    """A job's pipeline threads hand the GIL over within 0.5 ms while it runs (see
-    spruce.jobs.handoff); the caller's interval is back once the last job ends."""
+def test_jobs_run_with_job_settings_and_put_them_back(client, tmp_path: Path, monkeypatch) -> None:
+    """While a job runs, its threads hand the GIL over within 0.5 ms and the collector runs
+    rarely (see spruce.jobs.tuning); the caller's settings are back once the last job ends,
+    and a change the caller made meanwhile is kept."""
+    import gc
     import sys
 
-    from spruce.jobs import handoff, manager
+    from spruce.jobs import manager, tuning
 
-    seen: list[float] = []
+    seen: list[tuple[float, int]] = []
     real = manager.RUNNERS["export"]
 
     def spy(ctx: Any) -> None:
-        seen.append(sys.getswitchinterval())
+        seen.append((sys.getswitchinterval(), gc.get_threshold()[0]))
         real(ctx)
 
     monkeypatch.setitem(manager.RUNNERS, "export", spy)
     client = spruce.Client(tmp_path / "data2")  # a manager built after the spy is in place
-    original = sys.getswitchinterval()
+    interval, threshold = sys.getswitchinterval(), gc.get_threshold()
     try:
         src = simple_index(client, "src", {"": 50}, dim=8)
-        before = sys.getswitchinterval()
-        assert before > handoff.INTERVAL
+        assert interval > tuning.INTERVAL and 0 < threshold[0] < tuning.GC_THRESHOLD0
         assert src.export_index(str(tmp_path / "a"), sync=True).status == "Completed"
-        assert seen == [pytest.approx(handoff.INTERVAL)]
-        assert sys.getswitchinterval() == before
-        # nested (two jobs at once): only the last one out restores it; a change made meanwhile stays
-        with handoff.prompt_handoff():
-            with handoff.prompt_handoff():
+        assert seen == [(pytest.approx(tuning.INTERVAL), tuning.GC_THRESHOLD0)]
+        assert sys.getswitchinterval() == interval and gc.get_threshold() == threshold
+        # nested (two jobs at once): only the last one out restores them
+        with tuning.tuned_for_jobs():
+            with tuning.tuned_for_jobs():
                 pass
-            assert sys.getswitchinterval() == pytest.approx(handoff.INTERVAL)
-        assert sys.getswitchinterval() == before
-        with handoff.prompt_handoff():
+            assert sys.getswitchinterval() == pytest.approx(tuning.INTERVAL)
+            assert gc.get_threshold()[0] == tuning.GC_THRESHOLD0
+        assert sys.getswitchinterval() == interval and gc.get_threshold() == threshold
+        with tuning.tuned_for_jobs():
             sys.setswitchinterval(0.002)
-        assert sys.getswitchinterval() == pytest.approx(0.002)
+            gc.set_threshold(1234)
+        assert sys.getswitchinterval() == pytest.approx(0.002) and gc.get_threshold()[0] == 1234
     finally:
-        sys.setswitchinterval(original)
+        sys.setswitchinterval(interval)
+        gc.set_threshold(*threshold)
         client.jobs.shutdown()
         client.engine.close()

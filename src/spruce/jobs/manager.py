@@ -16,7 +16,6 @@ from typing import Any
 
 from spruce.engine import Engine
 from spruce.errors import FailedPrecondition, JobCancelled, SpruceError
-from spruce.jobs.handoff import prompt_handoff
 from spruce.jobs.state import (
     CANCELLED,
     COMPLETED,
@@ -27,6 +26,7 @@ from spruce.jobs.state import (
     JobStore,
     now,
 )
+from spruce.jobs.tuning import tuned_for_jobs
 
 Runner = Callable[["JobContext"], None]
 
@@ -162,7 +162,7 @@ class JobManager:
             runner = self._runners.get(s.kind)
             if runner is None:
                 raise SpruceError(f"job kind {s.kind!r} has no runner in this process")
-            with prompt_handoff():
+            with tuned_for_jobs():
                 runner(ctx)
             s.status = COMPLETED
             s.percent_complete = 100.0
