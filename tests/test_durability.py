@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -193,5 +194,30 @@ def test_the_wal_is_copied_back_by_the_background_checkpointer(tmp_path):
             time.sleep(0.05)
         assert os.path.getsize(db) > before + 2000 * 64 * 4 // 2
         assert idx.fetch(["r1999"]).vectors["r1999"].values == values[1999].tolist()
+    finally:
+        eng.close()
+
+
+def test_a_wal_grown_by_a_bulk_write_is_cut_back_when_it_restarts(tmp_path, monkeypatch):
+    """A WAL grown past WAL_KEEP_BYTES by a bulk import does not keep that size on disk: once
+    checkpointed, the next write restarts it and truncates it back to the limit."""
+    from spruce.engine import Engine, store
+
+    monkeypatch.setattr(store, "WAL_KEEP_BYTES", 256 << 10)
+    eng = Engine(tmp_path / "data")
+    try:
+        idx = eng.create_index("wal", dimension=256, metric="cosine")
+        idx._checkpointer.threshold = 1 << 40  # no background checkpoint: the test decides when
+        wal = os.path.join(idx.path, "index.db-wal")
+        values = np.random.default_rng(0).standard_normal((3000, 256)).astype(np.float32)
+        for a in range(0, 3000, 1000):
+            idx.upsert([{"id": f"r{i}", "values": values[i]} for i in range(a, a + 1000)])
+        grown = os.path.getsize(wal)
+        assert grown > 2 << 20
+        with sqlite3.connect(os.path.join(idx.path, "index.db")) as other:
+            other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        idx.upsert([{"id": "one-more", "values": values[0]}])
+        assert os.path.getsize(wal) <= 256 << 10 < grown
+        assert idx.fetch(["r2999", "one-more"]).vectors["r2999"].values == values[2999].tolist()
     finally:
         eng.close()

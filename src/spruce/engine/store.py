@@ -65,15 +65,21 @@ def connect(path: str, *, durability: str = "process") -> sqlite3.Connection:
     return conn
 
 
-#: The writer checkpoints by itself only past this many WAL pages (256 MB at 16 KB pages): a
-#: backstop for when the background Checkpointer cannot keep up.
-WRITER_AUTOCHECKPOINT_PAGES = 16384
+#: The writer checkpoints by itself only past this many WAL pages (1 GB at 16 KB pages): a
+#: backstop for when the background Checkpointer cannot keep up. At 256 MB a 100k-record
+#: restore (300 MB of WAL) reached it while a background checkpoint was still copying, and
+#: the writing thread then copied the WAL itself: 8-10% of the restore's time.
+WRITER_AUTOCHECKPOINT_PAGES = 65536
+WAL_KEEP_BYTES = 64 << 20
 
 
 def connect_writer(path: str, *, durability: str = "process") -> sqlite3.Connection:
     """The one connection that writes: checkpoints are left to a Checkpointer thread."""
     conn = connect(path, durability=durability)
     conn.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
+    # a WAL that grew during a bulk import is cut back to this size when it next restarts,
+    # rather than keeping its largest size on disk for as long as the index stays open
+    conn.execute(f"PRAGMA journal_size_limit={WAL_KEEP_BYTES}")
     return conn
 
 
