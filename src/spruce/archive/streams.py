@@ -17,7 +17,22 @@ MAX_OUT = 8 << 20  # cap on decompressed bytes per step (bounds memory on highly
 _GZIP_WBITS = 31
 
 
-class HashingSink:
+class _WriteOnlyFile:
+    """What writers such as pyarrow ask of a file object besides write(): ``size`` bytes so far."""
+
+    size: int
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        pass
+
+    def writable(self) -> bool:
+        return True
+
+
+class HashingSink(_WriteOnlyFile):
     """A write-only file object that hashes and counts what goes to a Store writer."""
 
     def __init__(self, writer: Writer) -> None:
@@ -34,20 +49,11 @@ class HashingSink:
             self.size += n
         return n
 
-    def tell(self) -> int:
-        return self.size
-
-    def flush(self) -> None:
-        pass
-
-    def writable(self) -> bool:
-        return True
-
     def close(self) -> None:  # the owner closes the Store writer explicitly
         self.closed = True
 
 
-class WriteBehind:
+class WriteBehind(_WriteOnlyFile):
     """A file object whose writes a thread hashes and stores (through a HashingSink), so the
     encoder that writes (gzip, pyarrow's Parquet writer) goes on encoding meanwhile.
     ``close()`` waits for the last write and raises the first error a write met."""
@@ -77,15 +83,6 @@ class WriteBehind:
             self._q.put(bytes(data))
             self.size += n
         return n
-
-    def tell(self) -> int:
-        return self.size
-
-    def flush(self) -> None:
-        pass
-
-    def writable(self) -> bool:
-        return True
 
     def close(self, *, quiet: bool = False) -> None:
         """Wait for the writes handed over; ``quiet`` when another error is already on its way."""
