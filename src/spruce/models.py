@@ -210,6 +210,9 @@ class ExportDescription(_DictLike):
     download_urls: dict[str, str] | None
     download_expires_at: str | None
     snapshot_point: int | None
+    attempts: int = 0
+    resumed_at: list[str] | None = None
+    reason: str | None = None
 
     @property
     def id(self) -> str:
@@ -235,6 +238,11 @@ class ImportDescription(_DictLike):
     error: str | None
     rejects_path: str | None
     notes: list[str]
+    records_skipped: int = 0
+    records_kept_newer: int = 0
+    attempts: int = 0
+    resumed_at: list[str] | None = None
+    reason: str | None = None
 
     @property
     def id(self) -> str:

@@ -115,7 +115,7 @@ def export_description(s: JobState) -> models.ExportDescription:
         bytes_written=s.bytes_done, created_at=s.created_at, started_at=s.started_at,
         finished_at=s.finished_at, error=s.error, download_url=s.download_url,
         download_urls=s.download_urls, download_expires_at=s.download_expires_at,
-        snapshot_point=s.snapshot_point,
+        snapshot_point=s.snapshot_point, attempts=s.attempts, resumed_at=list(s.resumed_at), reason=s.reason,
     )
 
 
@@ -126,5 +126,6 @@ def import_description(s: JobState) -> models.ImportDescription:
         records_rejected=s.records_rejected, records_total=s.records_total, bytes_read=s.bytes_done,
         files_done=s.files_done, files_total=s.files_total, created_at=s.created_at,
         started_at=s.started_at, finished_at=s.finished_at, error=s.error, rejects_path=s.rejects_path,
-        notes=list(s.notes),
+        notes=list(s.notes), records_skipped=s.records_skipped, records_kept_newer=s.records_kept_newer,
+        attempts=s.attempts, resumed_at=list(s.resumed_at), reason=s.reason,
     )

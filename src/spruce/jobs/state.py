@@ -8,6 +8,7 @@ environment's credential chain at run time.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -19,22 +20,37 @@ import orjson
 from spruce.errors import NotFound
 
 PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED = "Pending", "InProgress", "Completed", "Failed", "Cancelled"
-TERMINAL = (COMPLETED, FAILED, CANCELLED)
+#: Stopped without finishing (its process died, or its client closed): runs again only when
+#: asked (``spruce jobs resume``, the same command re-run, or ``spruce serve`` at start-up).
+INTERRUPTED = "Interrupted"
+#: Its target index was written after it stopped, so resuming would undo those writes: terminal.
+SUPERSEDED = "Superseded"
+TERMINAL = (COMPLETED, FAILED, CANCELLED, SUPERSEDED)
+#: Not running and not ended: a job in one of these states is resumable.
+RESUMABLE = (PENDING, IN_PROGRESS, INTERRUPTED)
+STATUSES = (PENDING, IN_PROGRESS, INTERRUPTED, COMPLETED, FAILED, CANCELLED, SUPERSEDED)
+
+
+def _seed_spelling(value: str) -> str:
+    """"InProgress" -> "IN_PROGRESS": the seed's spelling, the one a status hashes as."""
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", value.replace(" ", "")).upper()
 
 
 class JobStatus(str):
-    """A status that also compares equal to its upper-case spelling ("COMPLETED", "IN_PROGRESS"),
-    so code written from the seed's description works unchanged."""
+    """A job status that compares equal to Pinecone's spelling ("Completed", "InProgress") and to
+    the seed's ("COMPLETED", "IN_PROGRESS").
+
+    One hash cannot match two spellings, so it hashes as the seed's upper-case one: the seed's
+    poll loop ``while d.status not in {"COMPLETED", "FAILED"}`` ends, and dict keys written from
+    the seed find it. ``==`` is also true for Pinecone's spelling, but a set or dict written with
+    that spelling does not match; compare with ``==`` (or use ``str(status)``) there.
+    """
 
     __slots__ = ()
 
-    @staticmethod
-    def _norm(value: str) -> str:
-        return value.replace("_", "").replace(" ", "").lower()
-
     def __eq__(self, other: object) -> bool:
         if isinstance(other, str):
-            return self._norm(self) == self._norm(other)
+            return _seed_spelling(self) == _seed_spelling(other)
         return NotImplemented
 
     def __ne__(self, other: object) -> bool:
@@ -42,7 +58,7 @@ class JobStatus(str):
         return eq if eq is NotImplemented else not eq
 
     def __hash__(self) -> int:
-        return hash(self._norm(self))
+        return hash(_seed_spelling(self))
 
 
 def now() -> str:
@@ -79,6 +95,14 @@ class JobState:
     download_expires_at: str | None = None
     snapshot_point: int | None = None
     attempts: int = 0
+    #: When each later attempt started (a resume), oldest first.
+    resumed_at: list[str] = field(default_factory=list)
+    #: Why the job stopped when Interrupted or Superseded.
+    reason: str | None = None
+    #: Imports: records left alone because the target already held them (on_conflict skip), or
+    #: held a newer write than this job's start (on_conflict overwrite never replaces those).
+    records_skipped: int = 0
+    records_kept_newer: int = 0
     cancel_requested: bool = False
     rejects_path: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -108,10 +132,15 @@ class JobState:
             "recordsTotal": self.records_total,
             "filesDone": self.files_done,
             "filesTotal": self.files_total,
+            "attempts": self.attempts,
+            "resumedAt": self.resumed_at,
+            "reason": self.reason,
             "options": self.options,
         }
         if self.kind == "import":
             d["recordsRejected"] = self.records_rejected
+            d["recordsSkipped"] = self.records_skipped
+            d["recordsKeptNewer"] = self.records_kept_newer
             d["rejectsPath"] = self.rejects_path
         if self.kind == "export":
             d["snapshotPoint"] = self.snapshot_point
