@@ -156,7 +156,7 @@ def test_killed_export_is_rerun_from_a_fresh_snapshot(data: Path, tmp_path: Path
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    c = spruce.Client(data)  # resume_jobs=True: the interrupted export starts again at once
+    c = spruce.Client(data, resume_jobs=True)  # opted in: the interrupted export starts again at once
     try:
         d = c.wait_export(state["id"], timeout=120)
         time.sleep(0.01)
@@ -180,19 +180,20 @@ def test_killed_export_is_rerun_from_a_fresh_snapshot(data: Path, tmp_path: Path
         c.engine.close()
 
 
-def test_killed_export_fails_under_the_fail_policy(data: Path, tmp_path: Path) -> None:
+def test_killed_export_stays_interrupted_until_asked(data: Path, tmp_path: Path) -> None:
     dest = tmp_path / "archive"
     state = kill_export(data, dest)
-    c = spruce.Client(data, resume_jobs=False)
+    c = spruce.Client(data)  # opening the folder resumes nothing
     try:
-        assert c.describe_export(state["id"]).status == "InProgress"  # nothing touched it yet
-        c.jobs.export_recovery = "fail"
-        assert state["id"] in c.jobs.recover()
         d = c.describe_export(state["id"])
-        assert d.status == "Failed" and "interrupted" in d.error and d.finished_at is not None
-        time.sleep(0.2)
+        assert d.status == "Interrupted" and "stopped before it finished" in d.reason
+        assert not c.jobs.is_active(state["id"])
+        time.sleep(0.3)
         assert not (dest / "manifest.json").exists()
-        with pytest.raises(FailedPrecondition, match="Failed"):
+        assert json.loads((data / "jobs" / f"{state['id']}.json").read_bytes())["attempts"] == 1
+        d = c.cancel_export(state["id"])
+        assert d.status == "Cancelled"
+        with pytest.raises(FailedPrecondition, match="Cancelled"):
             c.jobs.resume(state["id"])
     finally:
         c.jobs.shutdown()
@@ -218,14 +219,14 @@ def test_killed_import_resumes_to_the_same_result(data: Path, tmp_path: Path, ho
         if how == "auto":
             d = c.wait_import(state["id"], timeout=120)
         else:
-            assert not c.jobs.is_active(state["id"]) and c.describe_import(state["id"]).status == "InProgress"
+            assert not c.jobs.is_active(state["id"]) and c.describe_import(state["id"]).status == "Interrupted"
             c.jobs.resume(state["id"])
             d = c.describe_import(state["id"])
         assert d.status == "Completed", d.error
         # counted once: files committed before the kill are not applied or counted again
         assert (d.records_imported, d.files_done, d.files_total) == (N, files, files)
         assert d.percent_complete == 100.0
-        assert any("resumed" in n for n in d.notes) == (how == "auto")
+        assert any("resumed" in n for n in d.notes) and d.attempts == 2 and len(d.resumed_at) == 1
         c.Index("reference").upsert_from_file(str(archive))
         restored = dump(c.Index("restored"))
         assert restored == dump(c.Index("reference"))

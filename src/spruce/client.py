@@ -47,13 +47,15 @@ class Client:
             return RemoteClient(host, api_key, **kwargs)
         return super().__new__(cls)
 
-    def __init__(self, data_dir: str | os.PathLike[str] | None = None, *, resume_jobs: bool = True,
+    def __init__(self, data_dir: str | os.PathLike[str] | None = None, *, resume_jobs: bool = False,
                  host: str | None = None, api_key: str | None = None) -> None:
+        """Open a data folder. Jobs a crashed process left unfinished are marked Interrupted and
+        stay so: resume one with ``resume_job(id)``, or pass ``resume_jobs=True`` to resume them
+        all now (each is refused, and Superseded, if its index was written since it stopped)."""
         self._engine = Engine.open(data_dir)
         self._resume_jobs = resume_jobs
         self._manager: JobManager | None = None
-        if resume_jobs:
-            _ = self.jobs  # opening the manager now resumes jobs a crashed process left behind
+        _ = self.jobs  # marks jobs a crashed process left running Interrupted
 
     @property
     def engine(self) -> Engine:
@@ -190,16 +192,20 @@ class Index:
                          namespace_map: Mapping[str, str] | None = None, error_mode: str = "abort",
                          namespace: str | None = None, dimension: int | None = None, metric: str | None = None,
                          vector_type: str | None = None, storage_options: Mapping[str, Any] | None = None,
-                         ) -> models.ImportDescription:
+                         supersede: bool = False) -> models.ImportDescription:
         """Restore an archive (verified file by file) or plain JSONL/Parquet files into this index.
 
         Creates the index when missing; merges when present. With sync=True (the default)
-        it returns when done and raises the job's error if it failed.
+        it returns when done and raises the job's error if it failed. ``on_conflict="overwrite"``
+        replaces only records older than the job's start, never ones written since. While
+        another restore writes this index it raises JobConflict, unless ``supersede`` cancels
+        that one; the same restore run again resumes its own interrupted job.
         """
         state = jobs.start_import(
             self._client.engine, self.name, uri, on_conflict=on_conflict, namespace_map=namespace_map,
             error_mode=error_mode, namespace=namespace, dimension=dimension, metric=metric,
-            vector_type=vector_type, storage_options=storage_options, sync=sync, manager=self._client.jobs)
+            vector_type=vector_type, storage_options=storage_options, sync=sync, manager=self._client.jobs,
+            supersede=supersede)
         return jobs.import_description(state)
 
     def upsert(self, vectors: Iterable[Any], namespace: str | None = None, batch_size: int | None = None,

@@ -131,6 +131,27 @@ class JobCancelled(SpruceError):
     code = "CANCELLED"
 
 
+class JobInterrupted(BaseException):
+    """Raised inside a job's worker when its client closes: the job stops as if its process had
+    died (whole files kept, nothing cleaned up) and becomes Interrupted, resumable later.
+
+    A BaseException so that no ``except Exception`` on the way treats it as a failure."""
+
+
+class JobConflict(ConflictError):
+    """Another job is writing the same index: one writing job per index."""
+
+    status = 409
+    code = "ABORTED"  # gRPC's code for a concurrency conflict, which Pinecone's error shape uses
+
+
+class JobSuperseded(ConflictError):
+    """A job cannot be resumed: what it would write over was written after it stopped."""
+
+    status = 409
+    code = "ABORTED"
+
+
 # -- archive integrity -------------------------------------------------------
 
 

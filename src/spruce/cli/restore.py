@@ -19,8 +19,15 @@ changes nothing. Each file is then applied in one transaction and checked again 
 is read (record count, every record; an id that occurs twice in one file is an error,
 never a silent overwrite); a file that fails contributes nothing. If the
 restore created INDEX and then fails, INDEX is removed again. With --on-conflict fail,
-conflicts are looked for before anything is applied. An interrupted restore resumes
-after the last file that committed (`spruce jobs resume ID`); re-running is idempotent.
+conflicts are looked for before anything is applied. --on-conflict overwrite replaces only
+records older than the restore's start: a record written since (by you, or another
+client) is kept, and counted as kept.
+
+One restore writes an index at a time: while another is running or interrupted, this one
+is refused (--supersede cancels the other first). An interrupted restore resumes only when
+asked: `spruce jobs resume ID`, or this same command run again; it resumes after the last
+file that committed. It is refused, and marked Superseded, if INDEX was written after it
+stopped, because re-applying its files would undo that write.
 In --error-mode continue, bad records and damaged files are skipped and listed in a
 rejects file, and the exit code is 1.
 """
@@ -39,6 +46,8 @@ def restore(
     dimension: int = typer.Option(None, "--dimension", "-d", help="Dimension when creating from plain files."),
     metric: str = typer.Option(None, "--metric", "-m", help="Metric when creating the index."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Start the job and return its id at once."),
+    supersede: bool = typer.Option(False, "--supersede", help="Cancel another restore that is writing INDEX "
+                                   "(running or interrupted) first, instead of refusing."),
     endpoint_url: str = typer.Option(None, "--endpoint-url", envvar="AWS_ENDPOINT_URL",
                                      help="S3-compatible endpoint (MinIO, SeaweedFS, R2, Ceph)."),
     target: str = typer.Option("spruce", "--to", help="spruce (this data folder) or pinecone (the Pinecone "
@@ -77,7 +86,7 @@ def restore(
     storage = {"endpoint_url": endpoint_url} if endpoint_url and src.startswith("s3://") else None
     t0 = time.perf_counter()
     options = dict(on_conflict=on_conflict, namespace_map=nsmap or None, error_mode=error_mode,
-                   namespace=namespace, dimension=dimension, metric=metric)
+                   namespace=namespace, dimension=dimension, metric=metric, supersede=supersede)
     job_id = launch(  # with --host, SRC is sent as given and resolved by the server
         c, lambda: c.Index(index).upsert_from_file(src, sync=False, **options).import_id,
         lambda run: jobs.start_import(c.engine, index, src, sync=False, storage_options=storage,
@@ -90,6 +99,11 @@ def restore(
     secs = time.perf_counter() - t0
     console.print(f"restored [bold]{d.records_imported:,}[/] records into {index} in {secs:.1f}s "
                   f"({d.records_imported / max(secs, 1e-9):,.0f} records/s)")
+    if d.records_skipped:
+        console.print(f"skipped {d.records_skipped:,} record(s) that {index} already held (--on-conflict skip)")
+    if d.records_kept_newer:
+        console.print(f"kept {d.records_kept_newer:,} record(s) that were written to {index} after the restore "
+                      "started (never overwritten)")
     if d.records_rejected:
         console.print(f"[yellow]{d.records_rejected:,} record(s) rejected; see {d.rejects_path}[/]")
         raise typer.Exit(1)

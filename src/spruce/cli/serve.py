@@ -24,8 +24,10 @@ Guarantees:
   inside a storage root: --storage-root (repeatable; default DATA/exports) or the backup folder.
   Anything else is refused with 403. Relative paths land in the first root.
 * Backups (Pinecone's backup API) are spruce archives in --backup-dir (default DATA/backups).
-* Export and import jobs run on the server; jobs a previous run left unfinished are resumed at start
-  (an export from a fresh snapshot, an import after its last committed file). Credentials never
+* Export and import jobs run on the server, which owns them: jobs a previous run left unfinished
+  are resumed at start, one line each on stderr (an export from a fresh snapshot, an import after
+  its last committed file), unless --no-resume. A job whose index was written after it stopped is
+  never resumed: it becomes Superseded. Stopping the server leaves running jobs Interrupted. Credentials never
   appear in job status or logs: the server reads object stores with its own environment's.
 * Download links of local exports are signed with a key kept in DATA/.server-secret (mode 0600,
   created on first start) unless SPRUCE_SIGNING_KEY is set.
@@ -57,6 +59,8 @@ def serve(
                                    "behind a proxy (used in index hosts and download links)."),
     public_docs: bool = typer.Option(False, "--public-docs", help="Serve /docs without the API key."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+    no_resume: bool = typer.Option(False, "--no-resume", help="Leave jobs a previous run left unfinished "
+                                   "Interrupted instead of resuming them (`spruce jobs resume ID` later)."),
     signing_key: str = typer.Option(None, "--signing-key", envvar="SPRUCE_SIGNING_KEY", hidden=True,
                                     help="Key for signed download links (default: DATA/.server-secret)."),
 ) -> None:
@@ -70,7 +74,8 @@ def serve(
     try:
         run_server(data_dir, host=bind, port=port, api_key=key or None, allow_remote=allow_remote,
                    public_url=public_url, public_docs=public_docs, log_level=log_level,
-                   backup_uri=backup_dir, storage_roots=storage_root or None, signing_key=signing_key)
+                   backup_uri=backup_dir, storage_roots=storage_root or None, signing_key=signing_key,
+                   auto_resume=not no_resume)
     except OSError as exc:
         fail(f"cannot serve on {bind}:{port}: {exc.strerror or exc}")
 

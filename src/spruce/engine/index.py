@@ -48,6 +48,24 @@ from spruce.records import (
 
 ON_CONFLICT = ("overwrite", "skip", "fail")
 
+_origin = threading.local()
+
+
+@contextmanager
+def writing_as(who: str) -> Iterator[None]:
+    """Attribute this thread's writes to ``who`` (e.g. "restore job imp-..."), so that a job
+    refused over a newer write can name what wrote the index."""
+    before = getattr(_origin, "who", None)
+    _origin.who = who
+    try:
+        yield
+    finally:
+        _origin.who = before
+
+
+def current_writer() -> str:
+    return getattr(_origin, "who", None) or f"a write outside any job (process {os.getpid()})"
+
 
 def _encode_token(last_id: str) -> str:
     return base64.urlsafe_b64encode(orjson.dumps({"after": last_id})).decode().rstrip("=")
@@ -139,15 +157,25 @@ class Transaction:
         #: What was written, in order, to apply to memory after the commit (no reload from disk);
         #: nothing is kept while the index's memory is not loaded.
         self.staged: list[tuple[str, RecordBatch, str]] = []
+        self.needs_reload = False
+
+    @property
+    def seq(self) -> int:
+        """The sequence number this transaction commits as."""
+        return self._index._pending_seq
 
     def upsert(self, namespace: str, batch: RecordBatch, *, on_conflict: str = "overwrite",
-               validate: bool = True) -> int:
+               validate: bool = True, protect: tuple[int, Sequence[int]] | None = None) -> int:
+        """Write a batch; returns how many records were written (skip, or ``protect``ed
+        overwrites, leave some alone: see ``store.write_batch``)."""
         if validate:
             cfg = self._index.config
             validate_batch(batch, dimension=cfg.dimension, vector_type=cfg.vector_type)
         ns = normalize_namespace(namespace)
-        n = self._index._write_batch(self._conn, ns, batch, on_conflict, self.touched)
+        n = self._index._write_batch(self._conn, ns, batch, on_conflict, self.touched, protect=protect)
         if self._index._loaded:
+            if protect is not None and on_conflict == "overwrite" and n < len(batch):
+                self.needs_reload = True  # memory cannot replay which rows SQLite kept: reload them
             self.staged.append((ns, batch, on_conflict))
         return n
 
@@ -171,6 +199,8 @@ class Index:
         self._config = IndexConfig.from_dict(orjson.loads(row[0]))
         self._ns: dict[str, NamespaceData] = {}
         self._loaded = False  # see the module docstring; flips once, under the writer mutex
+        self._pending_seq = 0  # the sequence number of the write transaction in progress
+        store.migrate(self._conn)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -210,7 +240,7 @@ class Index:
             self._conn.execute("BEGIN IMMEDIATE")
             self._conn.execute("UPDATE config SET value = ? WHERE key = 'index'",
                                (orjson.dumps(cfg.to_dict()).decode(),))
-            store.bump_seq(self._conn)
+            store.bump_seq(self._conn, by=current_writer())
             self._conn.execute("COMMIT")
             self._config = cfg
             return cfg
@@ -246,7 +276,8 @@ class Index:
     # -- writes ---------------------------------------------------------------
 
     def _write_batch(self, conn: sqlite3.Connection, ns: str, batch: RecordBatch, on_conflict: str,
-                     touched: set[str] | None = None) -> int:
+                     touched: set[str] | None = None,
+                     protect: tuple[int, Sequence[int]] | None = None) -> int:
         if on_conflict not in ON_CONFLICT:
             raise InvalidArgument(f"on_conflict must be one of {', '.join(ON_CONFLICT)}, got {on_conflict!r}")
         if on_conflict == "fail":
@@ -256,7 +287,8 @@ class Index:
                 raise ConflictError(
                     f"{len(existing)} record(s) already exist in namespace {ns or DEFAULT_NAMESPACE_ALIAS!r} "
                     f"of index {self.name!r} (on_conflict='fail'): {shown}")
-        n = store.write_batch(conn, ns, batch, skip_existing=on_conflict == "skip")
+        n = store.write_batch(conn, ns, batch, skip_existing=on_conflict == "skip", seq=self._pending_seq,
+                              protect=protect)
         if touched is not None:
             touched.add(ns)
         return n
@@ -277,8 +309,9 @@ class Index:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
+                self._pending_seq = store.read_seq(conn) + 1
                 yield conn
-                store.bump_seq(conn)
+                store.bump_seq(conn, self._pending_seq, current_writer())
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -326,6 +359,9 @@ class Index:
                 tx = Transaction(self)
                 yield tx
             if not self._loaded:
+                return
+            if tx.needs_reload:
+                self._reload(tx.touched)
                 return
             try:
                 self._apply_staged(tx.staged)
@@ -376,6 +412,20 @@ class Index:
         with self._rw.read():
             data = self._ns.get(ns)
             return [] if data is None else [i for i in ids if i in data.pos]
+
+    @property
+    def seq(self) -> int:
+        """The sequence number of the last committed write transaction (0: none since creation)."""
+        return store.read_seq(self._reader())
+
+    def last_write(self) -> dict[str, Any] | None:
+        """{"seq", "by", "at"} of the last committed write transaction, when recorded."""
+        return store.read_last_write(self._reader())
+
+    def markers(self, prefix: str) -> dict[str, Any]:
+        rows = self._reader().execute("SELECT key, value FROM markers WHERE key >= ? AND key < ?",
+                                      (prefix, prefix + "\U0010ffff")).fetchall()
+        return {k: orjson.loads(v) for k, v in rows}
 
     def get_marker(self, key: str) -> Any:
         row = self._reader().execute("SELECT value FROM markers WHERE key = ?", (key,)).fetchone()

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -26,30 +27,44 @@ CREATE TABLE IF NOT EXISTS records (
     dense BLOB,
     sp_idx BLOB,
     sp_val BLOB,
-    metadata BLOB
+    metadata BLOB,
+    seq INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS records_ns_id ON records (ns, id);
 CREATE TABLE IF NOT EXISTS markers (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 _UPDATE = ("DO UPDATE SET dense=excluded.dense, sp_idx=excluded.sp_idx, "
-           "sp_val=excluded.sp_val, metadata=excluded.metadata")
+           "sp_val=excluded.sp_val, metadata=excluded.metadata, seq=excluded.seq")
+#: An import's overwrite: it replaces a record only if that record is older than the job's
+#: start (?9) or was written by the job itself (its transactions' sequence numbers, ?10).
+_PROTECTED_UPDATE = _UPDATE + " WHERE records.seq <= ?9 OR records.seq IN (SELECT value FROM json_each(?10))"
 
 #: One statement writes a whole batch. Each row of ?5 (JSON) is [id, metadata offset, length,
 #: sparse offset, length]; the blobs ride in four buffers that substr() slices (byte offsets,
 #: -1 for NULL). ``WHERE true`` keeps ON CONFLICT from parsing as a join constraint.
 _BATCH_SQL = """
-INSERT INTO records (ns, id, dense, sp_idx, sp_val, metadata)
+INSERT INTO records (ns, id, dense, sp_idx, sp_val, metadata, seq)
 SELECT ?1, r.value ->> 0,
        CASE WHEN ?3 > 0 THEN substr(?2, r.key * ?3 + 1, ?3) END,
        CASE WHEN r.value ->> 4 >= 0 THEN substr(?6, (r.value ->> 3) + 1, r.value ->> 4) END,
        CASE WHEN r.value ->> 4 >= 0 THEN substr(?7, (r.value ->> 3) + 1, r.value ->> 4) END,
-       CASE WHEN r.value ->> 2 >= 0 THEN substr(?4, (r.value ->> 1) + 1, r.value ->> 2) END
+       CASE WHEN r.value ->> 2 >= 0 THEN substr(?4, (r.value ->> 1) + 1, r.value ->> 2) END,
+       ?8
 FROM json_each(?5) AS r WHERE true
 ON CONFLICT (ns, id) {}
 """
 UPSERT_BATCH_SQL = _BATCH_SQL.format(_UPDATE)
+PROTECTED_UPSERT_BATCH_SQL = _BATCH_SQL.format(_PROTECTED_UPDATE)
 INSERT_IGNORE_BATCH_SQL = _BATCH_SQL.format("DO NOTHING")
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring an index written by an older spruce up to this schema (records.seq: which write
+    transaction last wrote each record; 0 for records written before it existed)."""
+    cols = {row[1] for row in conn.execute("PRAGMA table_info(records)")}
+    if "seq" not in cols:
+        conn.execute("ALTER TABLE records ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
 
 
 def connect(path: str, *, durability: str = "process") -> sqlite3.Connection:
@@ -131,8 +146,13 @@ class Checkpointer:
         self._conn.close()
 
 
-def write_batch(conn: sqlite3.Connection, ns: str, batch: RecordBatch, *, skip_existing: bool) -> int:
+def write_batch(conn: sqlite3.Connection, ns: str, batch: RecordBatch, *, skip_existing: bool, seq: int,
+                protect: tuple[int, Sequence[int]] | None = None) -> int:
     """Write a batch in one statement; returns the rows inserted or replaced.
+
+    ``seq`` is the sequence number of the transaction writing it, stored on each row. With
+    ``protect=(start, own)`` an existing record is replaced only when its seq is at most
+    ``start`` or one of ``own``: a record written since (by anyone else) is kept.
 
     Why one statement: executemany binds each row under the GIL and releases it for each
     step, so a thread decoding the next batch makes every row wait for the GIL. Here the
@@ -178,8 +198,16 @@ def write_batch(conn: sqlite3.Connection, ns: str, batch: RecordBatch, *, skip_e
             pos += len(idx)
     rows = orjson.dumps(list(zip(batch.ids, md_off, md_len, sp_off, sp_len, strict=True)))
     before = conn.total_changes
-    conn.execute(INSERT_IGNORE_BATCH_SQL if skip_existing else UPSERT_BATCH_SQL,
-                 (ns, dense, width, b"".join(md_parts), rows.decode(), b"".join(sp_idx), b"".join(sp_val)))
+    params: tuple[Any, ...] = (ns, dense, width, b"".join(md_parts), rows.decode(), b"".join(sp_idx),
+                               b"".join(sp_val), seq)
+    if skip_existing:
+        sql = INSERT_IGNORE_BATCH_SQL
+    elif protect is not None:
+        sql = PROTECTED_UPSERT_BATCH_SQL
+        params += (protect[0], orjson.dumps(list(protect[1])).decode())
+    else:
+        sql = UPSERT_BATCH_SQL
+    conn.execute(sql, params)
     return conn.total_changes - before
 
 
@@ -264,7 +292,18 @@ def read_seq(conn: sqlite3.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def bump_seq(conn: sqlite3.Connection) -> int:
-    seq = read_seq(conn) + 1
+def bump_seq(conn: sqlite3.Connection, seq: int | None = None, by: str | None = None) -> int:
+    """Record a write transaction: the index's sequence number, and who wrote it when (so a
+    job refused over a newer write can say what wrote it)."""
+    seq = read_seq(conn) + 1 if seq is None else seq
     conn.execute("INSERT OR REPLACE INTO config (key, value) VALUES ('seq', ?)", (str(seq),))
+    if by is not None:
+        at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        conn.execute("INSERT OR REPLACE INTO config (key, value) VALUES ('last_write', ?)",
+                     (orjson.dumps({"seq": seq, "by": by, "at": at}).decode(),))
     return seq
+
+
+def read_last_write(conn: sqlite3.Connection) -> dict[str, Any] | None:
+    row = conn.execute("SELECT value FROM config WHERE key = 'last_write'").fetchone()
+    return orjson.loads(row[0]) if row else None

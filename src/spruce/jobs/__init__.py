@@ -31,8 +31,8 @@ __all__ = [
 ]
 
 
-def jobs_for(engine: Engine, *, auto_resume: bool = True) -> JobManager:
-    return JobManager.for_engine(engine, auto_resume=auto_resume)
+def jobs_for(engine: Engine, *, auto_resume: bool = False, log: Any = None) -> JobManager:
+    return JobManager.for_engine(engine, auto_resume=auto_resume, log=log)
 
 
 def split_storage_options(options: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -87,8 +87,14 @@ def start_import(engine: Engine, index: str, uri: str, *, on_conflict: str = "ov
                  namespace_map: Mapping[str, str] | None = None, error_mode: str = "abort",
                  namespace: str | None = None, dimension: int | None = None, metric: str | None = None,
                  vector_type: str | None = None, storage_options: Mapping[str, Any] | None = None,
-                 sync: bool = True, manager: JobManager | None = None, run: bool = True) -> JobState:
-    """Start a restore of an archive, or of a user's plain JSONL/Parquet files, into ``index``."""
+                 sync: bool = True, manager: JobManager | None = None, run: bool = True,
+                 supersede: bool = False) -> JobState:
+    """Start a restore of an archive, or of a user's plain JSONL/Parquet files, into ``index``.
+
+    One job writes an index at a time: while another restore into ``index`` is running or
+    interrupted this raises JobConflict, unless ``supersede`` cancels that one first. The same
+    restore run again (same source, target and options) resumes its interrupted job instead.
+    """
     validate_index_name(index)
     _choice("on_conflict", on_conflict, ON_CONFLICT)
     _choice("error_mode", error_mode, ERROR_MODES)
@@ -105,7 +111,7 @@ def start_import(engine: Engine, index: str, uri: str, *, on_conflict: str = "ov
             "vector_type": vector_type, "storage": storage,
         },
     )
-    return (manager or jobs_for(engine)).submit(state, sync=sync, run=run, secrets=secrets)
+    return (manager or jobs_for(engine)).submit(state, sync=sync, run=run, secrets=secrets, supersede=supersede)
 
 
 def export_description(s: JobState) -> models.ExportDescription:

@@ -1,9 +1,11 @@
 """Runs export and import jobs in background threads, persists their state, recovers them.
 
 A data folder is owned by one process (the engine's lock), so any job found
-``InProgress`` when the manager opens belongs to a process that died: exports
-are re-run from a fresh snapshot (never reported Completed with partial data),
-imports resume from their last committed file.
+``InProgress`` when the manager opens belongs to a process that died: it is
+marked ``Interrupted`` and runs again only when asked (``resume``, the same
+command re-run, or ``spruce serve`` at start-up). A resume is refused, and the
+job ``Superseded``, when its target was written after it stopped (each job
+kind registers that check). One job at a time writes an index.
 """
 
 from __future__ import annotations
@@ -15,13 +17,24 @@ from collections.abc import Callable
 from typing import Any
 
 from spruce.engine import Engine
-from spruce.errors import FailedPrecondition, JobCancelled, SpruceError
+from spruce.engine.index import writing_as
+from spruce.errors import (
+    FailedPrecondition,
+    JobCancelled,
+    JobConflict,
+    JobInterrupted,
+    JobSuperseded,
+    SpruceError,
+)
 from spruce.jobs.state import (
     CANCELLED,
     COMPLETED,
     FAILED,
     IN_PROGRESS,
+    INTERRUPTED,
     PENDING,
+    RESUMABLE,
+    SUPERSEDED,
     JobState,
     JobStore,
     now,
@@ -36,8 +49,35 @@ Runner = Callable[["JobContext"], None]
 RUNNERS: dict[str, Runner] = {}
 
 
-def register_runner(kind: str, runner: Runner) -> None:
+#: Per job kind: why a stopped job must not resume (its target was written since), or None.
+RESUME_CHECKS: dict[str, Callable[[JobManager, JobState], str | None]] = {}
+#: Per job kind: undo what a stopped job left behind when it is cancelled without running
+#: (an export's parts, an index a restore created). Returns notes for the job's history.
+DISCARDS: dict[str, Callable[[JobManager, JobState], list[str]]] = {}
+#: Job kinds that write an index of this data folder: one such job per index at a time.
+WRITER_KINDS = {"import"}
+#: Options that a job adds as it runs: not part of "the same command".
+_RUNTIME_OPTIONS = frozenset({"created_index"})
+
+
+def register_runner(kind: str, runner: Runner, *, resume_check: Callable[..., str | None] | None = None,
+                    discard: Callable[..., list[str]] | None = None, writes_index: bool = False) -> None:
     RUNNERS[kind] = runner
+    if resume_check is not None:
+        RESUME_CHECKS[kind] = resume_check
+    if discard is not None:
+        DISCARDS[kind] = discard
+    if writes_index:
+        WRITER_KINDS.add(kind)
+
+
+def same_command(a: JobState, b: JobState) -> bool:
+    """Two jobs started by the same command: same kind, source, target and options."""
+    def opts(s: JobState) -> dict[str, Any]:
+        return {k: v for k, v in s.options.items() if k not in _RUNTIME_OPTIONS}
+    return (a.kind, a.index, a.uri) == (b.kind, b.index, b.uri) and opts(a) == opts(b)
+
+
 _SAVE_INTERVAL = 0.5
 _CANCEL_POLL = 0.2
 
@@ -50,6 +90,7 @@ class JobContext:
         self.engine = manager.engine
         self.state = state
         self.cancel_event = threading.Event()
+        self.interrupt_reason: str | None = None
         self.failure: SpruceError | None = None
         self._last_save = 0.0
         self._last_cancel_poll = 0.0
@@ -60,6 +101,8 @@ class JobContext:
         return {**self.state.options.get("storage", {}), **self.manager.secrets.get(self.state.id, {})}
 
     def check_cancel(self) -> None:
+        if self.interrupt_reason is not None:
+            raise JobInterrupted(self.interrupt_reason)
         if not self.cancel_event.is_set() and time.monotonic() - self._last_cancel_poll >= _CANCEL_POLL:
             # another process (``spruce jobs cancel`` while this one owns the data folder) asks by file
             self._last_cancel_poll = time.monotonic()
@@ -70,15 +113,18 @@ class JobContext:
             raise JobCancelled(f"job {self.state.id} was cancelled")
 
     def progress(self, *, records: int = 0, bytes: int = 0, rejected: int = 0, files: int = 0,
-                 force: bool = False) -> None:
+                 skipped: int = 0, kept_newer: int = 0, force: bool = False) -> None:
         with self._lock:
             s = self.state
             s.records_done += records
             s.bytes_done += bytes
             s.records_rejected += rejected
+            s.records_skipped += skipped
+            s.records_kept_newer += kept_newer
             s.files_done += files
             if s.records_total:
-                s.percent_complete = min(99.99, 100.0 * s.records_done / s.records_total)
+                seen = s.records_done + s.records_skipped + s.records_kept_newer
+                s.percent_complete = min(99.99, 100.0 * seen / s.records_total)
             elif s.files_total:
                 s.percent_complete = min(99.99, 100.0 * s.files_done / s.files_total)
             t = time.monotonic()
@@ -97,40 +143,101 @@ class JobManager:
     _instances: dict[int, JobManager] = {}
     _instances_lock = threading.Lock()
 
-    def __init__(self, engine: Engine, runners: dict[str, Runner], *, export_recovery: str = "rerun") -> None:
+    def __init__(self, engine: Engine, runners: dict[str, Runner]) -> None:
         self.engine = engine
         self.store = JobStore(engine.data_dir / "jobs")
         self._runners = runners
         self._active: dict[str, JobContext] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._mutex = threading.Lock()
-        self.export_recovery = export_recovery
         self.secrets: dict[str, dict[str, Any]] = {}
+        self._claim = threading.Lock()  # submit: checking for a conflicting job and saving are one step
+        self.closed = False
 
     @classmethod
-    def for_engine(cls, engine: Engine, *, auto_resume: bool = True) -> JobManager:
+    def for_engine(cls, engine: Engine, *, auto_resume: bool = False,
+                   log: Callable[[str], None] | None = None) -> JobManager:
+        """The engine's manager. Opening it marks jobs a dead process left behind Interrupted;
+        only ``auto_resume`` (``spruce serve``, which owns its jobs) runs them again, logging
+        one line per job through ``log``."""
+        from spruce.jobs import restore
         from spruce.jobs.export import run_export
         from spruce.jobs.restore import run_import
 
         RUNNERS.setdefault("export", run_export)
         RUNNERS.setdefault("import", run_import)
+        RESUME_CHECKS.setdefault("import", restore.resume_check)
+        DISCARDS.setdefault("import", restore.discard)
         with cls._instances_lock:
             mgr = cls._instances.get(id(engine))
-            if mgr is None or mgr.engine is not engine:
+            if mgr is None or mgr.engine is not engine or mgr.closed:
                 mgr = cls._instances[id(engine)] = cls(engine, RUNNERS)
-                mgr.recover(resume=auto_resume)
+                mgr.recover()
+                if auto_resume:
+                    mgr.resume_interrupted(log=log)
             return mgr
 
     # -- lifecycle ------------------------------------------------------------
 
     def submit(self, state: JobState, *, sync: bool, run: bool = True,
-               secrets: dict[str, Any] | None = None) -> JobState:
+               secrets: dict[str, Any] | None = None, supersede: bool = False) -> JobState:
         """Persist a new job and run it (in this thread when sync; not at all when not run,
-        for a detached worker process to pick up with ``resume``)."""
-        if secrets:
-            self.secrets[state.id] = dict(secrets)
-        self.store.save(state)
+        for a detached worker process to pick up with ``resume``).
+
+        The same command re-run adopts its interrupted job and resumes it instead (unless
+        that job is Superseded). A job that writes an index is refused while another job
+        writes it, running or interrupted (JobConflict), unless ``supersede`` cancels that one.
+        """
+        self._check_open()
+        with self._claim:
+            adopted = self._adoptable(state)
+            if adopted is not None:
+                if secrets:
+                    self.secrets[adopted.id] = dict(secrets)
+                adopted.notes.append(f"{now()}: the same command was run again: resuming this job")
+                self.store.save(adopted)
+            if adopted is None and state.kind in WRITER_KINDS:
+                others = [o for o in self.list() if o.kind in WRITER_KINDS and o.index == state.index
+                          and not o.terminal and o.id != state.id]
+                if others and not supersede:
+                    o = others[0]
+                    running = "running" if self.is_active(o.id) else o.status.lower()
+                    raise JobConflict(
+                        f"index {state.index!r} is being written by {o.kind} job {o.id} ({running}); "
+                        f"one job writes an index at a time: wait for it, or run `spruce jobs cancel {o.id}` "
+                        f"or `spruce jobs resume {o.id}` (--supersede cancels it for you)")
+                for o in others:
+                    self.cancel(o.id)
+                    self.wait(o.id, timeout=60)
+                    state.notes.append(f"{now()}: superseded job {o.id}, which was cancelled first")
+            if adopted is None:
+                if secrets:
+                    self.secrets[state.id] = dict(secrets)
+                self.store.save(state)
+        if adopted is not None:
+            return self.resume(adopted.id, sync=sync) if run else adopted
         return self._start(state, sync=sync) if run else state
+
+    def _adoptable(self, state: JobState) -> JobState | None:
+        """An earlier job of the same command that stopped unfinished, still resumable."""
+        for o in self.list(state.kind):
+            if o.id == state.id or o.status not in RESUMABLE or self.is_active(o.id) or not same_command(o, state):
+                continue
+            if self._superseded(o):
+                continue  # marked Superseded: a new job starts
+            return o
+        return None
+
+    def _superseded(self, s: JobState) -> bool:
+        """Mark ``s`` Superseded when its target was written after it stopped."""
+        check = RESUME_CHECKS.get(s.kind)
+        reason = check(self, s) if check is not None else None
+        if reason is None:
+            return False
+        s.status, s.finished_at, s.reason = SUPERSEDED, now(), reason
+        s.notes.append(f"{s.finished_at}: not resumed: {reason}")
+        self.store.save(s)
+        return True
 
     def _start(self, state: JobState, *, sync: bool) -> JobState:
         ctx = JobContext(self, state)
@@ -162,12 +269,15 @@ class JobManager:
             runner = self._runners.get(s.kind)
             if runner is None:
                 raise SpruceError(f"job kind {s.kind!r} has no runner in this process")
-            with tuned_for_jobs():
+            with tuned_for_jobs(), writing_as(f"{s.kind} job {s.id}"):
                 runner(ctx)
             s.status = COMPLETED
             s.percent_complete = 100.0
         except JobCancelled:
             s.status = CANCELLED
+            s.error = s.error or "cancelled by the user"
+        except JobInterrupted as exc:
+            s.status, s.reason = INTERRUPTED, str(exc)
         except SpruceError as exc:
             s.status = FAILED
             s.error = str(exc)
@@ -178,46 +288,89 @@ class JobManager:
             s.notes.append(traceback.format_exc(limit=5)[-2000:])
             ctx.failure = SpruceError(s.error)
         finally:
-            s.finished_at = now()
+            s.finished_at = None if s.status == INTERRUPTED else now()
             ctx.save()
             with self._mutex:
                 self._active.pop(s.id, None)
                 self._threads.pop(s.id, None)
 
-    def recover(self, *, resume: bool = True) -> list[str]:
-        """Re-run interrupted exports from a fresh snapshot and resume interrupted imports."""
+    def recover(self) -> list[str]:
+        """Mark the jobs a dead process left running ``Interrupted`` (cancelled ones
+        ``Cancelled``); nothing runs again here. Returns the ids touched."""
         touched = []
         for s in self.store.all():
-            if s.status not in (PENDING, IN_PROGRESS) or s.id in self._active:
+            if s.status not in RESUMABLE or s.id in self._active:
                 continue
-            touched.append(s.id)
             if s.cancel_requested or self.store.cancel_requested(s.id):
-                s.status, s.finished_at = CANCELLED, now()
+                touched.append(s.id)
+                self._cancel_stopped(s)
+                continue
+            if s.status == IN_PROGRESS:
+                touched.append(s.id)
+                s.status = INTERRUPTED
+                s.reason = "the process running it stopped before it finished"
+                s.notes.append(f"{now()}: interrupted: {s.reason}")
                 self.store.save(s)
-                continue
-            if s.kind not in self._runners:
-                continue  # a connector's job kind this process has not loaded: left for one that has
-            if s.kind == "export" and self.export_recovery == "fail":
-                s.status, s.finished_at = FAILED, now()
-                s.error = "interrupted: the process running this export stopped before it completed"
-                self.store.save(s)
-                continue
-            if not resume:
-                continue
-            s.notes.append(f"{now()}: resumed after the previous run was interrupted")
-            if s.kind == "export":
-                s.records_done = s.bytes_done = s.files_done = 0
-                s.percent_complete = 0.0
-            self._start(s, sync=False)
         return touched
 
+    def resume_interrupted(self, log: Callable[[str], None] | None = None) -> list[str]:
+        """Resume every stopped job this process can run (``spruce serve`` at start-up), one
+        log line each; a job whose target was written since becomes Superseded instead."""
+        resumed = []
+        for s in self.store.all():
+            if s.status not in RESUMABLE or s.id in self._active or s.kind not in self._runners:
+                continue
+            try:
+                self.resume(s.id, sync=False)
+            except JobSuperseded as exc:
+                if log:
+                    log(f"not resuming {s.kind} job {s.id}: {exc}")
+                continue
+            resumed.append(s.id)
+            if log:
+                log(f"resuming {s.kind} job {s.id} ({s.index} <-> {s.uri}), attempt {s.attempts + 1}")
+        return resumed
+
     def resume(self, job_id: str, *, sync: bool = True) -> JobState:
+        """Run a stopped job again: an export from a fresh snapshot, an import after its last
+        committed file. Refused (JobSuperseded, and the job becomes Superseded) when its
+        target was written after it stopped."""
+        self._check_open()
         s = self.store.load(job_id)
+        if s.id in self._active:
+            return self.wait(job_id) if sync else self.describe(job_id)
         if s.terminal:
             raise FailedPrecondition(f"job {job_id} is {s.status}; only interrupted jobs can be resumed")
-        if s.id in self._active:
-            return self.wait(job_id) if sync else s
+        if s.kind not in self._runners:
+            raise FailedPrecondition(f"job {job_id} is a {s.kind} job, which this process cannot run")
+        if self._superseded(s):
+            raise JobSuperseded(f"job {job_id} cannot be resumed: {s.reason}; it is now Superseded")
+        if s.attempts:
+            s.resumed_at.append(now())
+            s.notes.append(f"{s.resumed_at[-1]}: resumed (attempt {s.attempts + 1})")
+        s.status, s.reason, s.finished_at = PENDING, None, None
+        if s.kind == "export":
+            s.records_done = s.bytes_done = s.files_done = 0
+            s.percent_complete = 0.0
         return self._start(s, sync=sync)
+
+    def _cancel_stopped(self, s: JobState) -> JobState:
+        """Cancel a job that is not running: undo what it left behind, then mark it Cancelled."""
+        s.cancel_requested = True
+        discard = DISCARDS.get(s.kind)
+        if discard is not None:
+            try:
+                s.notes.extend(discard(self, s))
+            except SpruceError as exc:
+                s.notes.append(f"{now()}: could not clean up after the job: {exc}")
+        s.status, s.finished_at = CANCELLED, now()
+        s.error = s.error or "cancelled by the user"
+        self.store.save(s)
+        return s
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise FailedPrecondition("this client is closed; open a new one")
 
     # -- queries --------------------------------------------------------------
 
@@ -251,9 +404,7 @@ class JobManager:
             return ctx.state
         s = self.store.load(job_id)
         if not s.terminal:
-            s.cancel_requested = True
-            s.status, s.finished_at = CANCELLED, now()
-            self.store.save(s)
+            return self._cancel_stopped(s)
         return s
 
     def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.05) -> JobState:
@@ -269,6 +420,20 @@ class JobManager:
             if deadline is not None and time.monotonic() > deadline:
                 return s
             time.sleep(poll)
+
+    def close(self, timeout: float = 30.0, reason: str = "the client that ran it was closed") -> None:
+        """Stop running jobs at their next batch boundary as Interrupted (whole files kept,
+        resumable), wait for them, and refuse new ones."""
+        with self._mutex:
+            self.closed = True
+            for ctx in self._active.values():
+                ctx.interrupt_reason = reason
+            threads = list(self._threads.values())
+        for t in threads:
+            t.join(timeout=timeout)
+        with self._instances_lock:
+            if self._instances.get(id(self.engine)) is self:
+                del self._instances[id(self.engine)]
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Cancel nothing; wait briefly for running jobs (used in tests and server shutdown)."""

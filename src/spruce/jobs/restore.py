@@ -114,17 +114,26 @@ def _apply(ctx: JobContext, source: Any, index: Any, nsmap: dict[str, str], on_c
     s.records_total = sum(known) if all(n is not None for n in known) else None
     prefix = f"import:{s.id}:"
 
-    done = {i: index.get_marker(f"{prefix}file:{i}") for i in range(len(entries))}
+    markers = index.markers(prefix)
+    done = {i: markers.get(f"{prefix}file:{i}") for i in range(len(entries))}
     s.records_done = sum(m["records"] for m in done.values() if m)
     s.records_rejected = sum(m["rejected"] for m in done.values() if m)
+    s.records_skipped = sum(m.get("skipped_records", 0) for m in done.values() if m)
+    s.records_kept_newer = sum(m.get("kept_newer", 0) for m in done.values() if m)
     s.files_done = sum(1 for m in done.values() if m)
     s.bytes_done = sum(_file_bytes(source.store, entries[i]) for i, m in done.items() if m)
+    if s.target_seq is None:
+        s.target_seq = index.seq  # before this job's first write: what is newer is not the job's
     ctx.save()
+    # overwrite only what is older than the job's start, or the job's own writes
+    own_seqs = _own_seqs(markers)
+    protect = (s.target_seq, own_seqs) if on_conflict in ("overwrite", "fail") else None
 
-    if on_conflict == "fail" and not index.get_marker(prefix + "precheck"):
+    if on_conflict == "fail" and not markers.get(prefix + "precheck"):
         _precheck_conflicts(ctx, source, entries, nsmap, index)
         with index.transaction() as tx:
-            tx.set_marker(prefix + "precheck", True)
+            tx.set_marker(prefix + "precheck", {"seq": tx.seq})
+        own_seqs.append(tx.seq)
 
     rejects_path = ctx.manager.store.side_file(s.id, ".rejects.jsonl")
     todo = [i for i in range(len(entries)) if not done[i]]
@@ -153,16 +162,22 @@ def _apply(ctx: JobContext, source: Any, index: Any, nsmap: dict[str, str], on_c
             target_ns = nsmap.get(entry.namespace, entry.namespace)
             reader, rejects = upcoming or start(i)
             upcoming = None
-            applied = skipped = 0
+            applied = skipped = left = kept = 0
             try:
                 with index.transaction() as tx:
                     for batch in reader:
                         ctx.check_cancel()
-                        tx.upsert(target_ns, batch,
-                                  on_conflict="overwrite" if on_conflict == "fail" else on_conflict,
-                                  validate=False)  # the reader validated against this index's shape
-                        applied += len(batch)
-                        ctx.progress(records=len(batch))
+                        n = tx.upsert(target_ns, batch,
+                                      on_conflict="overwrite" if on_conflict == "fail" else on_conflict,
+                                      validate=False,  # the reader validated against this index's shape
+                                      protect=protect)
+                        applied += n
+                        if on_conflict == "skip":
+                            left += len(batch) - n
+                        else:
+                            kept += len(batch) - n
+                        ctx.progress(records=n, skipped=len(batch) - n if on_conflict == "skip" else 0,
+                                     kept_newer=0 if on_conflict == "skip" else len(batch) - n)
                         if upcoming is None and k + 1 < len(todo) and reader.finished.is_set():
                             # this file is all read: reading the next one (hash, first row group)
                             # overlaps the tail of this one's writes and its commit
@@ -172,9 +187,12 @@ def _apply(ctx: JobContext, source: Any, index: Any, nsmap: dict[str, str], on_c
                     if preflight is not None:
                         preflight.wait()  # no commit before every other file checked out
                         preflight = None
-                    tx.set_marker(f"{prefix}file:{i}", {"records": applied, "rejected": len(rejects)})
+                    tx.set_marker(f"{prefix}file:{i}", {"records": applied, "rejected": len(rejects),
+                                                        "skipped_records": left, "kept_newer": kept,
+                                                        "seq": tx.seq})
+                own_seqs.append(tx.seq)
             except (IntegrityError, ValidationError) as exc:
-                ctx.progress(records=-applied)
+                ctx.progress(records=-applied, skipped=-left, kept_newer=-kept)
                 if getattr(exc, "refused_whole", False):
                     raise  # the preflight's verdict on another file: it names that file
                 where = _where(source, entry)
@@ -188,9 +206,11 @@ def _apply(ctx: JobContext, source: Any, index: Any, nsmap: dict[str, str], on_c
                             "reason": f"whole file skipped: {exc}"}]
                 skipped = (entry.records or 1) - 1  # the file's records count as rejected, not its one entry
                 with index.transaction() as tx:
-                    tx.set_marker(f"{prefix}file:{i}", {"records": 0, "rejected": skipped + 1, "skipped": True})
+                    tx.set_marker(f"{prefix}file:{i}", {"records": 0, "rejected": skipped + 1, "skipped": True,
+                                                        "seq": tx.seq})
+                own_seqs.append(tx.seq)
             except BaseException:
-                ctx.progress(records=-applied)
+                ctx.progress(records=-applied, skipped=-left, kept_newer=-kept)
                 raise
             finally:
                 reader.close()
@@ -204,6 +224,41 @@ def _apply(ctx: JobContext, source: Any, index: Any, nsmap: dict[str, str], on_c
     finally:
         if upcoming is not None:
             upcoming[0].close()
+
+
+def _own_seqs(markers: dict[str, Any]) -> list[int]:
+    """The sequence numbers of the transactions this job committed (each marker records its own)."""
+    return [m["seq"] for m in markers.values() if isinstance(m, dict) and isinstance(m.get("seq"), int)]
+
+
+def resume_check(manager: Any, s: Any) -> str | None:
+    """Why import ``s`` must not resume: its target was written after the job's last commit
+    (by a user or another job), so re-applying its remaining files would undo that write."""
+    engine = manager.engine
+    if s.target_seq is None:
+        return None  # it never wrote: a resume is a first run
+    if not engine.has_index(s.index):
+        return f"index {s.index!r} was deleted after this job stopped"
+    index = engine.index(s.index)
+    baseline = max([s.target_seq, *_own_seqs(index.markers(f"import:{s.id}:"))])
+    current = index.seq
+    if current <= baseline:
+        return None
+    last = index.last_write() or {}
+    return (f"index {s.index!r} was written after this job's last commit (write #{last.get('seq', current)} "
+            f"by {last.get('by', 'an unknown writer')} at {last.get('at', 'an unknown time')}); resuming "
+            "would undo it")
+
+
+def discard(manager: Any, s: Any) -> list[str]:
+    """A stopped import is cancelled: an index it created and never finished is removed."""
+    engine = manager.engine
+    if not (s.options.get("created_index") and engine.has_index(s.index)):
+        return []
+    if getattr(engine.index(s.index).config, "initializing_job", s.id) != s.id:
+        return []
+    engine.delete_index(s.index)
+    return [f"removed index {s.index!r}: this job created it and was cancelled before it completed"]
 
 
 def _where(source: Any, entry: Any) -> str:
@@ -276,4 +331,4 @@ def _precheck_conflicts(ctx: JobContext, source: Any, entries: list[Any], nsmap:
                             f"(on_conflict='fail'), e.g. {', '.join(map(repr, conflicts))}; nothing was applied")
 
 
-__all__ = ["ERROR_MODES", "ON_CONFLICT", "SpruceError", "run_import"]
+__all__ = ["ERROR_MODES", "ON_CONFLICT", "SpruceError", "discard", "resume_check", "run_import"]

@@ -103,6 +103,10 @@ class JobState:
     #: held a newer write than this job's start (on_conflict overwrite never replaces those).
     records_skipped: int = 0
     records_kept_newer: int = 0
+    #: Imports: the target index's write sequence number when the job first started writing.
+    #: Records written after it (by anyone but the job) are never overwritten, and a resume is
+    #: refused once the index was written after the job's last commit.
+    target_seq: int | None = None
     cancel_requested: bool = False
     rejects_path: str | None = None
     notes: list[str] = field(default_factory=list)

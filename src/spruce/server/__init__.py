@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import sys
 
 from spruce.engine import Engine
 from spruce.errors import SpruceError
@@ -32,12 +33,15 @@ def run_server(engine_or_data_dir: Engine | str | os.PathLike[str] | None, host:
                port: int = 5080, api_key: str | None = None, *, allow_remote: bool = False,
                public_url: str | None = None, public_docs: bool = False, log_level: str = "info",
                access_log: bool = True, backup_uri: str | os.PathLike[str] | None = None,
-               storage_roots: list[str] | None = None, signing_key: str | None = None) -> None:
+               storage_roots: list[str] | None = None, signing_key: str | None = None,
+               auto_resume: bool = True) -> None:
     """Serve until interrupted (Ctrl-C / SIGTERM).
 
     Without ``api_key`` only a loopback host is allowed, unless ``allow_remote``.
     An engine opened here from a data folder is closed on the way out. ``backup_uri``,
-    ``storage_roots`` and ``signing_key`` are ``create_app``'s.
+    ``storage_roots`` and ``signing_key`` are ``create_app``'s. The server owns its jobs: with
+    ``auto_resume`` it resumes those a previous run left unfinished, one line on stderr each,
+    and on the way out it stops running ones as Interrupted (resumed at the next start).
     """
     import uvicorn
 
@@ -50,10 +54,18 @@ def run_server(engine_or_data_dir: Engine | str | os.PathLike[str] | None, host:
     assert isinstance(engine, Engine)
     try:
         app = create_app(engine, api_key=api_key, public_url=public_url, public_docs=public_docs,
-                         backup_uri=backup_uri, storage_roots=storage_roots, signing_key=signing_key)
+                         backup_uri=backup_uri, storage_roots=storage_roots, signing_key=signing_key,
+                         auto_resume=auto_resume, log=_stderr_line)
         config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
                                 server_header=False)
-        uvicorn.Server(config).run()
+        try:
+            uvicorn.Server(config).run()
+        finally:
+            app.state.jobs.close(reason="the server stopped")
     finally:
         if owned:
             engine.close()
+
+
+def _stderr_line(message: str) -> None:
+    print(f"spruce: {message}", file=sys.stderr, flush=True)

@@ -16,6 +16,7 @@ appended to ``DATA_ROUTER_FACTORIES``, which mounts it in both addressing modes.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -52,7 +53,8 @@ def create_app(engine: Engine, *, api_key: str | None = None, public_url: str | 
                public_docs: bool = False, faults: FaultConfig | None = None,
                backup_uri: str | os.PathLike[str] | None = None,
                storage_roots: Sequence[str | os.PathLike[str]] | None = None,
-               signing_key: str | bytes | None = None, auto_resume: bool = True) -> FastAPI:
+               signing_key: str | bytes | None = None, auto_resume: bool = True,
+               log: Callable[[str], None] | None = None) -> FastAPI:
     """Build the app for ``engine``.
 
     api_key: required in the ``Api-Key`` header of every request but ``/health`` when set.
@@ -65,14 +67,16 @@ def create_app(engine: Engine, *, api_key: str | None = None, public_url: str | 
     storage_roots: the folders (or object-store prefixes) that server-side storage URIs of imports
         and exports must stay inside; default ``<data>/exports``. A local backup folder is always one.
     signing_key: the key of signed download links; default a random one kept in ``<data>/.server-secret``.
-    auto_resume: resume the export and import jobs a previous run left unfinished.
+    auto_resume: resume the export and import jobs a previous run left unfinished (the server
+        owns its jobs), except those whose index was written since (they become Superseded).
+    log: where to say, one line per job, what was resumed (default: the ``spruce.jobs`` logger).
     """
     app = FastAPI(title="spruce", version=__version__, description=_DESCRIPTION,
                   docs_url="/docs", redoc_url=None)
     app.state.engine = engine
     app.state.public_url = public_url.rstrip("/") if public_url else None
     _install_jobs(app, engine, backup_uri=backup_uri, storage_roots=storage_roots, signing_key=signing_key,
-                  auto_resume=auto_resume)
+                  auto_resume=auto_resume, log=log or logging.getLogger("spruce.jobs").warning)
     install_handlers(app)
 
     @app.get(HEALTH_PATH, tags=["Health"], summary="Liveness check (no API key needed)")
@@ -96,7 +100,7 @@ def create_app(engine: Engine, *, api_key: str | None = None, public_url: str | 
 
 def _install_jobs(app: FastAPI, engine: Engine, *, backup_uri: str | os.PathLike[str] | None,
                   storage_roots: Sequence[str | os.PathLike[str]] | None, signing_key: str | bytes | None,
-                  auto_resume: bool) -> None:
+                  auto_resume: bool, log: Callable[[str], None]) -> None:
     """Jobs, storage roots, backups and download signing: what the job routers find on app.state."""
     from spruce.jobs import jobs_for
     from spruce.server.storage_policy import StoragePolicy
@@ -108,7 +112,7 @@ def _install_jobs(app: FastAPI, engine: Engine, *, backup_uri: str | os.PathLike
         roots.append(backup)
     app.state.storage = policy = StoragePolicy(roots)
     policy.ensure_roots()
-    app.state.jobs = manager = jobs_for(engine, auto_resume=auto_resume)
+    app.state.jobs = manager = jobs_for(engine, auto_resume=auto_resume, log=log)
     app.state.signer = downloads.Signer(downloads.load_secret(engine.data_dir, signing_key))
     app.state.backups = backups.BackupCatalog(backup, manager)
     downloads.install_log_filter()

@@ -38,7 +38,7 @@ from starlette.responses import Response
 
 from spruce import jobs
 from spruce.errors import InvalidArgument, NotFound
-from spruce.jobs.state import COMPLETED, JobState
+from spruce.jobs.state import CANCELLED, COMPLETED, FAILED, INTERRUPTED, PENDING, SUPERSEDED, JobState, now
 from spruce.server import versions
 from spruce.server.data import _body, _doc, _Fields, _spellings
 from spruce.server.downloads import DOWNLOAD_PREFIX, signed_links
@@ -117,15 +117,22 @@ def job_of(request: Request, job_id: str, kind: str, index: str | None = None) -
 
 
 def import_model(state: JobState) -> dict[str, Any]:
-    """Pinecone's ImportModel, plus spruce's extra progress fields."""
+    """Pinecone's ImportModel, plus spruce's extra progress fields.
+
+    Pinecone's status enum has no Interrupted or Superseded (SDK 7.3 refuses values outside it):
+    an interrupted import is reported Pending (it runs again when resumed), a superseded one
+    Cancelled; ``spruceStatus`` always holds the real one."""
+    status = {INTERRUPTED: PENDING, SUPERSEDED: CANCELLED}.get(state.status, state.status)
     return drop_none({
-        "id": state.id, "uri": state.uri, "status": state.status, "createdAt": state.created_at,
+        "id": state.id, "uri": state.uri, "status": status, "createdAt": state.created_at,
         "finishedAt": state.finished_at, "percentComplete": float(round(state.percent_complete, 2)),
         "recordsImported": state.records_done, "error": state.error,
         # extensions
         "index": state.index, "startedAt": state.started_at, "recordsRejected": state.records_rejected,
         "recordsTotal": state.records_total, "bytesRead": state.bytes_done, "filesDone": state.files_done,
-        "filesTotal": state.files_total,
+        "filesTotal": state.files_total, "spruceStatus": state.status, "reason": state.reason,
+        "recordsSkipped": state.records_skipped, "recordsKeptNewer": state.records_kept_newer,
+        "attempts": state.attempts, "resumedAt": state.resumed_at or None,
     })
 
 
@@ -186,8 +193,19 @@ def _start_import(request: Request, name: str, raw: bytes) -> str:
         engine, name, uri, on_conflict=f.get("onConflict", str, "overwrite"),
         namespace_map=f.get("namespaceMap", dict), error_mode=_error_mode(f.get("errorMode", dict)),
         namespace=f.get("namespace", str), dimension=f.get("dimension", int), metric=f.get("metric", str),
-        vector_type=f.get("vectorType", str), sync=False, manager=request.app.state.jobs)
+        vector_type=f.get("vectorType", str), supersede=f.get("supersede", bool, False), sync=False,
+        manager=request.app.state.jobs)
     return state.id
+
+
+def _cancel_import(manager: Any, import_id: str) -> None:
+    """Pinecone's cancel: the import ends Cancelled, even one that already failed (the official
+    SDK's tests expect Cancelled after a cancel); its error stays recorded."""
+    state = manager.cancel(import_id)
+    if state.status == FAILED:
+        state.status = CANCELLED
+        state.notes.append(f"{now()}: cancelled by the user after it failed")
+        manager.store.save(state)
 
 
 def build_router(resolve: Callable[..., Any], *, prefix: str = "", include_in_schema: bool = True) -> APIRouter:
@@ -219,7 +237,7 @@ def build_router(resolve: Callable[..., Any], *, prefix: str = "", include_in_sc
     @router.delete("/bulk/imports/{import_id}", summary="Cancel an import (no effect once it has finished)")
     async def cancel_import(request: Request, import_id: str) -> Response:
         job_of(request, import_id, "import", index_name(request))
-        await run_in_threadpool(request.app.state.jobs.cancel, import_id)
+        await run_in_threadpool(_cancel_import, request.app.state.jobs, import_id)
         return json_response({}, versions.requested(request))
 
     return router
