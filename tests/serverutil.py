@@ -77,10 +77,11 @@ def _wait_healthy(url: str, deadline: float, alive: Any = lambda: True) -> bool:
 
 def start_server(engine_or_data_dir: Engine | str | os.PathLike[str], *, api_key: str | None = None,
                  mode: Literal["thread", "subprocess"] = "thread", public_url: str | None = None,
-                 timeout: float = 30.0) -> RunningServer:
+                 timeout: float = 30.0, auto_resume: bool = True) -> RunningServer:
     """Start a server and return once /health answers; stop it with ``.stop()`` or ``with``."""
     if mode == "thread":
-        return _start_thread(engine_or_data_dir, api_key=api_key, public_url=public_url, timeout=timeout)
+        return _start_thread(engine_or_data_dir, api_key=api_key, public_url=public_url, timeout=timeout,
+                             auto_resume=auto_resume)
     if isinstance(engine_or_data_dir, Engine):
         raise TypeError("mode='subprocess' needs a data folder: an engine cannot cross processes")
     return _start_subprocess(Path(engine_or_data_dir), api_key=api_key, public_url=public_url,
@@ -88,7 +89,7 @@ def start_server(engine_or_data_dir: Engine | str | os.PathLike[str], *, api_key
 
 
 def _start_thread(engine_or_data_dir: Engine | str | os.PathLike[str], *, api_key: str | None,
-                  public_url: str | None, timeout: float) -> RunningServer:
+                  public_url: str | None, timeout: float, auto_resume: bool = True) -> RunningServer:
     import uvicorn
 
     from spruce.server import create_app
@@ -100,7 +101,7 @@ def _start_thread(engine_or_data_dir: Engine | str | os.PathLike[str], *, api_ke
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    app = create_app(engine, api_key=api_key, public_url=public_url)
+    app = create_app(engine, api_key=api_key, public_url=public_url, auto_resume=auto_resume)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, server_header=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"spruce-server-{port}",
                               daemon=True)
@@ -112,6 +113,7 @@ def _start_thread(engine_or_data_dir: Engine | str | os.PathLike[str], *, api_ke
         thread.join(timeout=10)
         sock.close()
         if owned:
+            app.state.jobs.close(reason="the server stopped")
             engine.close()
 
     if not _wait_healthy(url, time.monotonic() + timeout, thread.is_alive):

@@ -216,6 +216,22 @@ def test_import_failure_is_reported(pc: Pinecone, exports_root: Path) -> None:
     final = _wait(lambda: idx.describe_import(import_id), lambda m: _get(m, "status") in TERMINAL)
     assert _get(final, "status") == "Failed"
     assert "no manifest.json" in _get(final, "error")
+    idx.cancel_import(import_id)  # as Pinecone's own SDK tests expect: Cancelled after cancel
+    assert _get(idx.describe_import(import_id), "status") == "Cancelled"
+
+
+def test_an_index_a_restore_is_filling_is_initializing(pc: Pinecone, http: httpx.Client,
+                                                       server: RunningServer) -> None:
+    assert server.engine is not None
+    server.engine.create_index("filling", dimension=DIM, initializing_job="imp-20261203000000-0000abcd")
+    model = pc.describe_index("filling")  # every SDK line parses the extension field
+    assert _get(model.status, "state") == "Initializing" and not _get(model.status, "ready")
+    assert "filling" in pc.list_indexes().names()
+    body = http.get("/indexes/filling").json()
+    assert body["status"] == {"ready": False, "state": "Initializing", "spruceJob": "imp-20261203000000-0000abcd"}
+    server.engine.index("filling").mark_ready("imp-20261203000000-0000abcd")
+    assert _get(pc.describe_index("filling").status, "state") == "Ready"
+    assert http.get("/indexes/filling").json()["status"] == {"ready": True, "state": "Ready"}
 
 
 def test_import_wire_shape(http: httpx.Client, parquet_archive: Path) -> None:

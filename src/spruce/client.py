@@ -12,9 +12,9 @@ from typing import Any
 
 import spruce.sources  # noqa: F401 - registers the connectors' job kinds
 from spruce import jobs, models
-from spruce.engine import Engine
+from spruce.engine import DataDirLocked, Engine
 from spruce.engine.index import Index as EngineIndex
-from spruce.errors import NotFound
+from spruce.errors import FailedPrecondition, NotFound
 from spruce.jobs import JobManager, JobState, JobStatus
 from spruce.records import IndexConfig, validate_index_name
 
@@ -26,7 +26,7 @@ def index_model(cfg: IndexConfig, host: str) -> models.IndexModel:
         metric=cfg.metric,
         host=host,
         spec=cfg.spec,
-        status=models.IndexStatus(ready=True, state="Ready"),
+        status=models.IndexStatus(ready=cfg.state == "Ready", state=cfg.state, spruce_job=cfg.initializing_job),
         vector_type=cfg.vector_type,
         deletion_protection=cfg.deletion_protection,
         tags=cfg.tags or None,
@@ -52,14 +52,47 @@ class Client:
         """Open a data folder. Jobs a crashed process left unfinished are marked Interrupted and
         stay so: resume one with ``resume_job(id)``, or pass ``resume_jobs=True`` to resume them
         all now (each is refused, and Superseded, if its index was written since it stopped)."""
-        self._engine = Engine.open(data_dir)
+        try:
+            self._engine = Engine.acquire(data_dir)
+        except DataDirLocked as exc:
+            tail = ("; use spruce.Client(host=...) against the `spruce serve` that owns it, or wait for "
+                    f"job {exc.job} to finish" if exc.job else
+                    "; close the client in that process, or run `spruce serve --data DIR` there and "
+                    "connect with spruce.Client(host=...)")
+            raise DataDirLocked(exc.data_dir, exc.pid, exc.job, advice=tail) from None
         self._resume_jobs = resume_jobs
         self._manager: JobManager | None = None
+        self._closed = False
         _ = self.jobs  # marks jobs a crashed process left running Interrupted
 
     @property
     def engine(self) -> Engine:
+        if self._closed:
+            raise FailedPrecondition("this spruce.Client is closed; open a new one")
         return self._engine
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop this client's running jobs at their next batch boundary (they become Interrupted:
+        whole files kept, resumable with ``resume_job``), then release the data folder's lock.
+        Calls after ``close`` raise FailedPrecondition. Closing twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._engine._users <= 1 and self._manager is not None:
+            self._manager.close(timeout=timeout)  # the last client of this engine: its jobs stop
+        self._engine.release()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def resume_job(self, job_id: str, sync: bool = False) -> JobState:
+        """Run an Interrupted job again: an export from a fresh snapshot, an import after its last
+        committed file. Refused (JobSuperseded; the job becomes Superseded) when its target
+        index was written after the job stopped."""
+        return self.jobs.resume(job_id, sync=sync)
 
     def _model(self, cfg: IndexConfig) -> models.IndexModel:
         return index_model(cfg, f"embedded://{cfg.name}")
@@ -70,26 +103,26 @@ class Client:
                      tags: Mapping[str, str] | None = None, **_ignored: Any) -> models.IndexModel:
         """Create an index; spec is accepted for SDK compatibility and recorded as given."""
         spec_dict = _spec_dict(spec)
-        idx = self._engine.create_index(name, dimension=dimension, metric=metric, vector_type=vector_type,
+        idx = self.engine.create_index(name, dimension=dimension, metric=metric, vector_type=vector_type,
                                         spec=spec_dict, tags=dict(tags) if tags else None,
                                         deletion_protection=deletion_protection)
         return self._model(idx.config)
 
     def describe_index(self, name: str) -> models.IndexModel:
-        return self._model(self._engine.describe_index(name))
+        return self._model(self.engine.describe_index(name))
 
     def list_indexes(self) -> models.IndexList:
-        return models.IndexList(self._model(c) for c in self._engine.list_indexes())
+        return models.IndexList(self._model(c) for c in self.engine.list_indexes())
 
     def has_index(self, name: str) -> bool:
-        return self._engine.has_index(name)
+        return self.engine.has_index(name)
 
     def delete_index(self, name: str, timeout: int | None = None) -> None:
-        self._engine.delete_index(name)
+        self.engine.delete_index(name)
 
     def configure_index(self, name: str, deletion_protection: str | None = None,
                         tags: Mapping[str, str] | None = None, **_ignored: Any) -> models.IndexModel:
-        return self._model(self._engine.configure_index(name, deletion_protection=deletion_protection,
+        return self._model(self.engine.configure_index(name, deletion_protection=deletion_protection,
                                                         tags=dict(tags) if tags else None))
 
     def Index(self, name: str | None = None, host: str | None = None) -> Index:
@@ -106,8 +139,9 @@ class Client:
     @property
     def jobs(self) -> JobManager:
         """The job manager; opening it resumes jobs a crashed process left behind."""
-        if self._manager is None:
-            self._manager = jobs.jobs_for(self._engine, auto_resume=self._resume_jobs)
+        engine = self.engine  # raises once closed
+        if self._manager is None or self._manager.closed:
+            self._manager = jobs.jobs_for(engine, auto_resume=self._resume_jobs)
         return self._manager
 
     def describe_export(self, export_id: str) -> models.ExportDescription:

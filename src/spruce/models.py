@@ -154,6 +154,14 @@ class ListNamespacesResponse(_DictLike):
 class IndexStatus(_DictLike):
     ready: bool = True
     state: str = "Ready"
+    #: spruce's extension: the restore job filling an ``Initializing`` index
+    spruce_job: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"ready": self.ready, "state": self.state}
+        if self.spruce_job is not None:
+            d["spruce_job"] = self.spruce_job
+        return d
 
 
 @dataclass(slots=True)

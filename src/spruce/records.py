@@ -592,13 +592,24 @@ class IndexConfig:
     tags: dict[str, str] = field(default_factory=dict)
     deletion_protection: str = "disabled"
     created_at: str | None = None
+    #: The restore job that created this index and has not finished: the index is
+    #: "Initializing" until it completes (and removed if it is cancelled or fails).
+    initializing_job: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "name": self.name, "dimension": self.dimension, "metric": self.metric,
             "vector_type": self.vector_type, "spec": self.spec, "tags": self.tags,
             "deletion_protection": self.deletion_protection, "created_at": self.created_at,
         }
+        if self.initializing_job is not None:
+            d["initializing_job"] = self.initializing_job
+        return d
+
+    @property
+    def state(self) -> str:
+        """Pinecone's index state: ``Initializing`` while a restore that created it runs."""
+        return "Initializing" if self.initializing_job else "Ready"
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> IndexConfig:

@@ -161,7 +161,8 @@ def _index_model(d: dict[str, Any]) -> models.IndexModel:
     return models.IndexModel(
         name=d["name"], dimension=d.get("dimension"), metric=d.get("metric", "cosine"), host=d.get("host", ""),
         spec=d.get("spec") or {}, status=models.IndexStatus(ready=bool(status.get("ready", True)),
-                                                            state=status.get("state", "Ready")),
+                                                            state=status.get("state", "Ready"),
+                                                            spruce_job=status.get("spruceJob")),
         vector_type=d.get("vector_type", "dense"), deletion_protection=d.get("deletion_protection", "disabled"),
         tags=d.get("tags") or None)
 
@@ -243,6 +244,7 @@ class RemoteClient:
         self._http = httpx.Client(base_url=self.host, headers=headers, timeout=httpx.Timeout(timeout, connect=10.0),
                                   transport=transport)
         self._jobs = _RemoteJobs(self)
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"spruce.Client(host={self.host!r})"
@@ -250,6 +252,8 @@ class RemoteClient:
     # -- plumbing -------------------------------------------------------------
 
     def _request(self, method: str, path: str, *, json: Any = None, params: Any = None) -> Any:
+        if self._closed:
+            raise FailedPrecondition("this spruce.Client is closed; open a new one")
         content = None if json is None else _dumps(json)
         headers = {"Content-Type": "application/json"} if content is not None else None
         try:
@@ -264,7 +268,13 @@ class RemoteClient:
         return orjson.loads(resp.content)
 
     def close(self) -> None:
+        """Close the connection; the server's jobs keep running (the server owns them)."""
+        self._closed = True
         self._http.close()
+
+    def resume_job(self, job_id: str, sync: bool = False) -> JobState:
+        """Ask the server to resume an Interrupted job (refused, and Superseded, over newer writes)."""
+        return self._jobs.resume(job_id, sync=sync)
 
     def __enter__(self) -> RemoteClient:
         return self
@@ -599,6 +609,7 @@ class _RemoteJobs:
         state = self.describe(job_id)
         if state.terminal:
             raise FailedPrecondition(f"job {job_id} is {state.status}; only interrupted jobs can be resumed")
+        state = job_state(self._client._request("POST", f"/jobs/{quote(job_id, safe='')}/resume"))
         return self.wait(job_id) if sync else state
 
     def wait(self, job_id: str, timeout: float | None = None, poll: float = _POLL) -> JobState:

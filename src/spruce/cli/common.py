@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -33,6 +34,7 @@ def fail(message: str, code: int = 1) -> NoReturn:
 def client(ctx: typer.Context) -> Any:
     """The client for the options given: embedded on --data."""
     from spruce.client import Client
+    from spruce.engine.engine import DataDirLocked
 
     opts: GlobalOptions = ctx.obj or GlobalOptions()
     if opts.host:  # a server's client (--host): same methods, the server does the work
@@ -42,10 +44,19 @@ def client(ctx: typer.Context) -> Any:
             fail(str(exc))
     try:
         return Client(data_dir=opts.data, resume_jobs=False)
+    except DataDirLocked as exc:
+        fail(locked_message(exc))
     except SpruceError as exc:
         fail(str(exc))
     except OSError as exc:  # e.g. the data folder cannot be created
         fail(f"cannot open data folder {opts.data or '(default)'}: {exc.strerror or exc}")
+
+
+def locked_message(exc: Any) -> str:
+    """The busy-folder error, with the way forward for a command line."""
+    tail = (f"; follow its job with `spruce jobs show {exc.job}`, or wait for it to finish" if exc.job
+            else "; stop it, or let one `spruce serve --data DIR` own the folder and run commands with --host URL")
+    return exc.bare + tail
 
 
 def parse_json_option(value: str | None, name: str) -> Any:
@@ -67,16 +78,19 @@ def detach(c: Any, job_id: str) -> None:
     """
     import subprocess
 
+    from spruce.engine.engine import WORKER_JOB_ENV
+
     if getattr(c, "remote", False):  # --host: the job already runs on the server
         return
     data_dir = str(c.engine.data_dir)
     log = c.jobs.store.side_file(job_id, ".log")
-    c.engine.close()
+    c.close()  # the worker takes the folder's lock
     with open(log, "ab") as out:
         subprocess.Popen(
             [sys.executable, "-m", "spruce", "--data", data_dir, "jobs", "resume", job_id, "--quiet",
              "--wait-lock", "60"],
             stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+            env={**os.environ, WORKER_JOB_ENV: job_id},  # a busy-folder error names the job
         )
 
 

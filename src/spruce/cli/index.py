@@ -32,10 +32,18 @@ def create(
 @app.command("list")
 def list_(ctx: typer.Context) -> None:
     """List indexes."""
-    table = Table("name", "dimension", "metric", "vector type", "deletion protection")
+    table = Table("name", "state", "dimension", "metric", "vector type", "deletion protection")
     for m in client(ctx).list_indexes():
-        table.add_row(m.name, str(m.dimension), m.metric, m.vector_type, m.deletion_protection)
+        table.add_row(m.name, state_text(m.status), str(m.dimension), m.metric, m.vector_type,
+                      m.deletion_protection)
     console.print(table)
+
+
+def state_text(status: object) -> str:
+    """``Ready``, or ``Initializing (restore job ID)`` while a restore fills the index."""
+    state = getattr(status, "state", "Ready")
+    job = getattr(status, "spruce_job", None)
+    return f"{state} (restore job {job})" if job else state
 
 
 @app.command("describe")

@@ -46,6 +46,7 @@ def restore(
     dimension: int = typer.Option(None, "--dimension", "-d", help="Dimension when creating from plain files."),
     metric: str = typer.Option(None, "--metric", "-m", help="Metric when creating the index."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Start the job and return its id at once."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar (the summary is still printed)."),
     supersede: bool = typer.Option(False, "--supersede", help="Cancel another restore that is writing INDEX "
                                    "(running or interrupted) first, instead of refusing."),
     endpoint_url: str = typer.Option(None, "--endpoint-url", envvar="AWS_ENDPOINT_URL",
@@ -95,10 +96,13 @@ def restore(
     if job_id is None:
         return
     d = follow_to_completion(c.describe_import, c.cancel_import, job_id, what="restore", label=f"restore {index}",
-                             done_attr="records_imported", bytes_attr="bytes_read")
+                             done_attr="records_imported", bytes_attr="bytes_read", quiet=quiet)
     secs = time.perf_counter() - t0
     console.print(f"restored [bold]{d.records_imported:,}[/] records into {index} in {secs:.1f}s "
                   f"({d.records_imported / max(secs, 1e-9):,.0f} records/s)")
+    for note in d.notes:
+        if "superseded job" in note:
+            console.print(note, highlight=False)
     if d.records_skipped:
         console.print(f"skipped {d.records_skipped:,} record(s) that {index} already held (--on-conflict skip)")
     if d.records_kept_newer:

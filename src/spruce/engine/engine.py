@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from spruce.engine.index import Index
 from spruce.errors import AlreadyExists, FailedPrecondition, NotFound, SpruceError
 from spruce.records import IndexConfig, make_index_config, validate_index_name
@@ -29,7 +31,33 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
 
 
 class DataDirLocked(SpruceError):
-    """Another process owns this data folder."""
+    """Another process owns this data folder. ``pid`` and ``job`` name the holder (``job`` when
+    it is a detached worker running one job), so callers can say how to proceed."""
+
+    def __init__(self, data_dir: Path, pid: int | None = None, job: str | None = None, advice: str = "") -> None:
+        self.data_dir, self.pid, self.job = data_dir, pid, job
+        who = "another spruce process"
+        if pid is not None:
+            who = f"spruce process {pid}" + (f" (a worker running job {job})" if job else "")
+        #: the message without the caller's way forward
+        self.bare = f"data folder {data_dir} is in use by {who}; one process owns a data folder at a time"
+        super().__init__(self.bare + advice)
+
+
+#: Set in a detached worker's environment: the job it runs, written into the lock file.
+WORKER_JOB_ENV = "SPRUCE_WORKER_JOB"
+
+
+def _lock_holder(path: Path) -> tuple[int | None, str | None]:
+    """(pid, job) that the holder of the lock file wrote into it, as far as readable."""
+    try:
+        info = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None, None
+    if not isinstance(info, dict):
+        return None, None
+    pid, job = info.get("pid"), info.get("job")
+    return (pid if isinstance(pid, int) else None), (job if isinstance(job, str) else None)
 
 
 _registry: dict[Path, Engine] = {}
@@ -48,15 +76,16 @@ class Engine:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._lock_file.close()
-            raise DataDirLocked(
-                f"data folder {self.data_dir} is in use by another spruce process; "
-                "stop it, or talk to it with --host") from None
+            raise DataDirLocked(self.data_dir, *_lock_holder(self.data_dir / ".lock")) from None
         self._lock_file.seek(0)
         self._lock_file.truncate()
-        self._lock_file.write(str(os.getpid()))
+        holder = {"pid": os.getpid(), "job": os.environ.get(WORKER_JOB_ENV) or None}
+        self._lock_file.write(orjson.dumps(holder).decode())
         self._lock_file.flush()
         self._indexes: dict[str, Index] = {}
         self._mutex = threading.RLock()
+        self._users = 0  # clients holding this engine (``acquire``/``release``)
+        self.closed = False
         for trash in (self.data_dir / "indexes").glob(".*"):
             shutil.rmtree(trash, ignore_errors=True)
 
@@ -70,8 +99,26 @@ class Engine:
                 eng = _registry[path] = cls(path)
             return eng
 
+    @classmethod
+    def acquire(cls, data_dir: str | os.PathLike[str] | None = None) -> Engine:
+        """``open``, counted: the engine closes when its last client ``release``s it."""
+        eng = cls.open(data_dir)
+        with eng._mutex:
+            eng._users += 1
+        return eng
+
+    def release(self) -> bool:
+        """One client is done with this engine; close it when it was the last. True if closed."""
+        with self._mutex:
+            self._users -= 1
+            if self._users > 0:
+                return False
+        self.close()
+        return True
+
     def close(self) -> None:
         with self._mutex:
+            self.closed = True
             for idx in self._indexes.values():
                 idx.close()
             self._indexes.clear()
@@ -86,9 +133,13 @@ class Engine:
 
     def create_index(self, name: str, *, dimension: int | None = None, metric: str | None = None,
                      vector_type: str | None = None, spec: dict[str, Any] | None = None,
-                     tags: dict[str, str] | None = None, deletion_protection: str | None = None) -> Index:
+                     tags: dict[str, str] | None = None, deletion_protection: str | None = None,
+                     initializing_job: str | None = None) -> Index:
+        """Create an index whole or not at all. ``initializing_job`` marks it as being filled by
+        that restore job (state ``Initializing``) until ``Index.mark_ready``."""
         cfg = make_index_config(name, dimension=dimension, metric=metric, vector_type=vector_type,
                                 spec=spec, tags=tags, deletion_protection=deletion_protection)
+        cfg.initializing_job = initializing_job
         cfg.created_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         with self._mutex:
             final = self._dir(name)
@@ -102,6 +153,9 @@ class Engine:
 
     def index(self, name: str) -> Index:
         with self._mutex:
+            if self.closed:
+                raise FailedPrecondition(f"the engine of {self.data_dir} was closed (and its lock released); "
+                                         "open a new client")
             idx = self._indexes.get(name)
             if idx is None:
                 validate_index_name(name)

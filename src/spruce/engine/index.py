@@ -27,7 +27,7 @@ from spruce import models
 from spruce.engine import store
 from spruce.engine.memory import NamespaceData
 from spruce.engine.rwlock import RWLock
-from spruce.errors import ConflictError, InvalidArgument, NotFound
+from spruce.errors import ConflictError, FailedPrecondition, InvalidArgument, NotFound
 from spruce.filters import compile_filter
 from spruce.records import (
     DEFAULT_NAMESPACE_ALIAS,
@@ -200,6 +200,7 @@ class Index:
         self._ns: dict[str, NamespaceData] = {}
         self._loaded = False  # see the module docstring; flips once, under the writer mutex
         self._pending_seq = 0  # the sequence number of the write transaction in progress
+        self._closed = False
         store.migrate(self._conn)
 
     # -- lifecycle ------------------------------------------------------------
@@ -217,8 +218,14 @@ class Index:
 
     def close(self) -> None:
         with self._write_mutex:
+            self._closed = True
             self._checkpointer.close()
             self._conn.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise FailedPrecondition(f"index {self.name!r} was closed with its client or engine; "
+                                     "open a new client")
 
     @property
     def config(self) -> IndexConfig:
@@ -245,6 +252,20 @@ class Index:
             self._config = cfg
             return cfg
 
+    def mark_ready(self, job_id: str) -> None:
+        """The restore job that created this index completed: it is Ready. Not a data write, so
+        the write sequence is left alone."""
+        with self._write_mutex:
+            if self._config.initializing_job != job_id:
+                return
+            cfg = IndexConfig.from_dict(self._config.to_dict())
+            cfg.initializing_job = None
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute("UPDATE config SET value = ? WHERE key = 'index'",
+                               (orjson.dumps(cfg.to_dict()).decode(),))
+            self._conn.execute("COMMIT")
+            self._config = cfg
+
     def _ensure_loaded(self) -> None:
         """Load memory before the first read that needs it. Called before taking the read lock:
         loading holds the writer mutex, so no write can commit between reading SQLite and
@@ -267,6 +288,7 @@ class Index:
         self._ns = ns_data
 
     def _reader(self) -> sqlite3.Connection:
+        self._check_open()
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = store.connect(self._db)
@@ -306,6 +328,7 @@ class Index:
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One atomic SQLite write transaction; rolled back on any error."""
         with self._write_mutex:
+            self._check_open()
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:

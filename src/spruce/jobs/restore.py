@@ -49,18 +49,44 @@ def run_import(ctx: JobContext) -> None:
             opts["created_index"] = True  # persisted, so a resumed attempt still knows
         index = _target_index(ctx, source)
         _apply(ctx, source, index, nsmap, on_conflict, error_mode, preflight)
-    except JobCancelled:
-        raise
-    except (SpruceError, ValidationError):
-        # A failed restore leaves the target as it found it when it created the target: an
-        # index holding part of an archive is worse than none. (A cancel keeps whole files.)
-        if opts.get("created_index") and error_mode == "abort" and ctx.engine.has_index(s.index):
-            ctx.engine.delete_index(s.index)
-            s.notes.append(f"removed index {s.index!r}: this job created it and then failed")
+        index.mark_ready(s.id)  # an index this job created was Initializing until now
+    except (JobCancelled, SpruceError, ValidationError) as exc:
+        # A cancelled or failed restore leaves the target as it found it when it created the
+        # target: an index holding part of an archive is worse than none.
+        what = "was cancelled" if isinstance(exc, JobCancelled) else "failed"
+        s.notes.extend(_remove_created(ctx.engine, s, what))
         raise
     finally:
         if preflight is not None:
             preflight.close()
+
+
+def _remove_created(engine: Any, s: Any, what: str) -> list[str]:
+    """Remove the index job ``s`` created and never finished, unless someone else wrote to it
+    meanwhile: then it is theirs, and it is kept (Ready) with a note."""
+    if not (s.options.get("created_index") and engine.has_index(s.index)):
+        return []
+    index = engine.index(s.index)
+    if index.config.initializing_job not in (None, s.id):
+        return []  # another job's index now (this one was deleted and re-created)
+    others = _foreign_writes(index, s)
+    if others:
+        index.mark_ready(s.id)
+        last = index.last_write() or {}
+        return [f"kept index {s.index!r}, which this job created and {what} before it completed: "
+                f"{others} write(s) by others since (last by {last.get('by', 'an unknown writer')}); "
+                "it holds only part of the source"]
+    engine.delete_index(s.index)
+    return [f"removed index {s.index!r}: this job created it and {what} before it completed"]
+
+
+def _foreign_writes(index: Any, s: Any) -> int:
+    """How many write transactions into ``index`` since the job started were not the job's own
+    (each transaction takes the next sequence number, and each of the job's records its own)."""
+    if s.target_seq is None:
+        return index.seq
+    own = {q for q in _own_seqs(index.markers(f"import:{s.id}:")) if q > s.target_seq}
+    return max(0, index.seq - s.target_seq - len(own))
 
 
 class _Preflight:
@@ -245,6 +271,8 @@ def resume_check(manager: Any, s: Any) -> str | None:
     if current <= baseline:
         return None
     last = index.last_write() or {}
+    # the job ends Superseded: an index it created is now its writer's, whole or not
+    index.mark_ready(s.id)
     return (f"index {s.index!r} was written after this job's last commit (write #{last.get('seq', current)} "
             f"by {last.get('by', 'an unknown writer')} at {last.get('at', 'an unknown time')}); resuming "
             "would undo it")
@@ -252,13 +280,7 @@ def resume_check(manager: Any, s: Any) -> str | None:
 
 def discard(manager: Any, s: Any) -> list[str]:
     """A stopped import is cancelled: an index it created and never finished is removed."""
-    engine = manager.engine
-    if not (s.options.get("created_index") and engine.has_index(s.index)):
-        return []
-    if getattr(engine.index(s.index).config, "initializing_job", s.id) != s.id:
-        return []
-    engine.delete_index(s.index)
-    return [f"removed index {s.index!r}: this job created it and was cancelled before it completed"]
+    return _remove_created(manager.engine, s, "was cancelled")
 
 
 def _where(source: Any, entry: Any) -> str:
@@ -298,7 +320,7 @@ def _target_index(ctx: JobContext, source: Any) -> Any:
             raise InvalidArgument(f"index {s.index!r} does not exist and the source does not say its "
                                   "dimension; pass dimension=")
         engine.create_index(s.index, dimension=dimension if vector_type == "dense" else None,
-                            metric=metric, vector_type=vector_type)
+                            metric=metric, vector_type=vector_type, initializing_job=s.id)
         s.notes.append(f"created index {s.index!r} ({vector_type}, dimension {dimension}, {metric or 'default'})")
         ctx.save()
         return engine.index(s.index)

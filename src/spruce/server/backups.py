@@ -30,7 +30,14 @@ from starlette.responses import Response
 
 from spruce import jobs
 from spruce.archive import ArchiveReader
-from spruce.errors import ArchiveIncomplete, FailedPrecondition, IntegrityError, InvalidArgument, NotFound
+from spruce.errors import (
+    AlreadyExists,
+    ArchiveIncomplete,
+    FailedPrecondition,
+    IntegrityError,
+    InvalidArgument,
+    NotFound,
+)
 from spruce.jobs.manager import JobManager
 from spruce.jobs.state import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, PENDING, JobState, now
 from spruce.records import IndexConfig
@@ -198,17 +205,25 @@ class BackupCatalog:
         engine = self.manager.engine
         # omitted (or empty, as 7.x sends it): the backup's own tags, as Pinecone does
         tags = body.tags if body.tags else (dict(cfg.tags) if cfg.tags else None)
-        engine.create_index(body.name, dimension=cfg.dimension, metric=cfg.metric, vector_type=cfg.vector_type,
-                            spec=cfg.spec, tags=tags, deletion_protection=body.deletion_protection or "disabled")
+        if engine.has_index(body.name):
+            raise AlreadyExists(f"index {body.name!r} already exists")
+        # the job first, so the index can name it: Initializing until the restore completes, and
+        # removed by the job if it fails or is cancelled
+        state = jobs.start_import(engine, body.name, self.archive_uri(backup_id), on_conflict="overwrite",
+                                  sync=False, manager=self.manager, run=False)
         try:
-            state = jobs.start_import(engine, body.name, self.archive_uri(backup_id), on_conflict="overwrite",
-                                      sync=False, manager=self.manager, run=False)
-            self.manager.store.side_file(state.id, _RESTORE_SUFFIX).write_bytes(
-                orjson.dumps({"backup_id": backup_id, "target_index_name": body.name}))
-            return self.manager.resume(state.id, sync=False)
+            engine.create_index(body.name, dimension=cfg.dimension, metric=cfg.metric,
+                                vector_type=cfg.vector_type, spec=cfg.spec, tags=tags,
+                                deletion_protection=body.deletion_protection or "disabled",
+                                initializing_job=state.id)
         except BaseException:
-            engine.delete_index(body.name)
+            self.manager.cancel(state.id)
             raise
+        state.options["created_index"] = True
+        self.manager.store.save(state)
+        self.manager.store.side_file(state.id, _RESTORE_SUFFIX).write_bytes(
+            orjson.dumps({"backup_id": backup_id, "target_index_name": body.name}))
+        return self.manager.resume(state.id, sync=False)
 
     def restore_info(self, state: JobState) -> dict[str, Any]:
         try:

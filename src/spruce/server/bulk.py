@@ -268,3 +268,11 @@ def cancel_job(request: Request, job_id: str) -> Response:
     request.app.state.jobs.describe(job_id)  # NotFound first
     state = request.app.state.jobs.cancel(job_id)
     return json_response(job_public(request, state), versions.requested(request))
+
+
+@jobs_router.post("/jobs/{job_id}/resume", summary="Resume an interrupted job (spruce extension)",
+                  description="Runs an Interrupted job again. Refused with 409 (ABORTED) when its target index "
+                              "was written after it stopped; the job is then Superseded.")
+def resume_job(request: Request, job_id: str) -> Response:
+    state = request.app.state.jobs.resume(job_id, sync=False)
+    return json_response(job_public(request, state), versions.requested(request))

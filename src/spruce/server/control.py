@@ -219,11 +219,19 @@ def _schema_out(cfg: IndexConfig) -> dict[str, Any]:
     return {"fields": fields}
 
 
+def _status(cfg: IndexConfig) -> dict[str, Any]:
+    """Pinecone's status; an index a restore is still filling is ``Initializing``, with the
+    job's id in spruce's extension field ``spruceJob``."""
+    if cfg.initializing_job is None:
+        return dict(_READY)
+    return {"ready": False, "state": "Initializing", "spruceJob": cfg.initializing_job}
+
+
 def index_model(cfg: IndexConfig, host: str, version: str) -> dict[str, Any]:
     """An IndexModel in the shape of ``version``."""
     if versions.uses_schema(version):
         out: dict[str, Any] = {
-            "name": cfg.name, "host": host, "status": dict(_READY), "schema": _schema_out(cfg),
+            "name": cfg.name, "host": host, "status": _status(cfg), "schema": _schema_out(cfg),
             "deployment": _deployment_out(cfg), "deletion_protection": cfg.deletion_protection,
         }
         kind, inner = _spec_kind(cfg)
@@ -232,7 +240,7 @@ def index_model(cfg: IndexConfig, host: str, version: str) -> dict[str, Any]:
     else:
         out = {"name": cfg.name, "metric": cfg.metric, "host": host,
                "deletion_protection": cfg.deletion_protection, "spec": _legacy_spec_out(cfg, version),
-               "status": dict(_READY), "vector_type": cfg.vector_type}
+               "status": _status(cfg), "vector_type": cfg.vector_type}
         if cfg.dimension is not None:
             out["dimension"] = cfg.dimension
     if cfg.tags:
