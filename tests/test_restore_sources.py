@@ -125,8 +125,8 @@ def test_single_jsonl_gz_with_given_dimension_and_metric(client, tmp_path: Path)
     cfg = client.describe_index("t")
     assert (cfg.dimension, cfg.metric) == (DIM, "euclidean")
     assert stored(client.Index("t")) == {"": expected(recs)}
-    # given a dimension the file contradicts: the first record is refused, no index is left behind
-    with pytest.raises(ValidationError, match=r"x\.jsonl\.gz.*line 1.*'values'"):
+    # given a dimension the file contradicts: refused up front, naming both; no index is left behind
+    with pytest.raises(InvalidArgument, match=rf"--dimension {DIM + 1} does not match .* dimension {DIM}"):
         client.Index("t2").upsert_from_file(str(path), dimension=DIM + 1)
     assert not client.has_index("t2")
 

@@ -207,15 +207,23 @@ def test_sdk_cancel_and_list_imports(pc: Pinecone, http: httpx.Client, source: A
         pc.Index(name="src").describe_import(import_id)
 
 
-def test_import_failure_is_reported(pc: Pinecone, exports_root: Path) -> None:
+def test_import_failure_is_reported(pc: Pinecone, http: httpx.Client, exports_root: Path) -> None:
     empty = exports_root / "empty-folder"
     empty.mkdir(exist_ok=True)
     pc.create_index(name="import-fails", dimension=DIM, spec=ServerlessSpec(cloud="aws", region="us-east-1"))
     idx = pc.Index(name="import-fails")
-    import_id = _get(idx.start_import(uri=str(empty)), "id")
+    with pytest.raises(pexc.PineconeApiException) as err:  # nothing to import: refused before any job
+        idx.start_import(uri=str(empty))
+    assert _status(err.value) == 400 and "no manifest.json" in str(err.value)
+    # a damaged archive fails as a job, checked file by file
+    d = _export(http, "src", {"uri": "damaged", "format": "jsonl.gz", "partMaxRecords": 500})
+    assert d["status"] == "Completed"
+    part = next((exports_root / "damaged").rglob("part-*"))
+    part.write_bytes(part.read_bytes()[:-1] + bytes([part.read_bytes()[-1] ^ 1]))
+    import_id = _get(idx.start_import(uri="damaged"), "id")
     final = _wait(lambda: idx.describe_import(import_id), lambda m: _get(m, "status") in TERMINAL)
     assert _get(final, "status") == "Failed"
-    assert "no manifest.json" in _get(final, "error")
+    assert "sha256" in _get(final, "error") or "checksum" in _get(final, "error").lower()
     idx.cancel_import(import_id)  # as Pinecone's own SDK tests expect: Cancelled after cancel
     assert _get(idx.describe_import(import_id), "status") == "Cancelled"
 

@@ -226,7 +226,7 @@ class Index:
                          namespace_map: Mapping[str, str] | None = None, error_mode: str = "abort",
                          namespace: str | None = None, dimension: int | None = None, metric: str | None = None,
                          vector_type: str | None = None, storage_options: Mapping[str, Any] | None = None,
-                         supersede: bool = False) -> models.ImportDescription:
+                         supersede: bool = False, allow_metric_change: bool = False) -> models.ImportDescription:
         """Restore an archive (verified file by file) or plain JSONL/Parquet files into this index.
 
         Creates the index when missing; merges when present. With sync=True (the default)
@@ -239,7 +239,7 @@ class Index:
             self._client.engine, self.name, uri, on_conflict=on_conflict, namespace_map=namespace_map,
             error_mode=error_mode, namespace=namespace, dimension=dimension, metric=metric,
             vector_type=vector_type, storage_options=storage_options, sync=sync, manager=self._client.jobs,
-            supersede=supersede)
+            supersede=supersede, allow_metric_change=allow_metric_change)
         return jobs.import_description(state)
 
     def upsert(self, vectors: Iterable[Any], namespace: str | None = None, batch_size: int | None = None,

@@ -420,14 +420,14 @@ class RemoteIndex:
                          namespace_map: Mapping[str, str] | None = None, error_mode: str = "abort",
                          namespace: str | None = None, dimension: int | None = None, metric: str | None = None,
                          vector_type: str | None = None, storage_options: Mapping[str, Any] | None = None,
-                         supersede: bool = False) -> models.ImportDescription:
+                         supersede: bool = False, allow_metric_change: bool = False) -> models.ImportDescription:
         """Restore an archive or plain files (a server-side path, an object-store URI, or this server's
         download link of a completed export) into this index, creating it when missing."""
         _no_storage_options(storage_options)
         body = {"uri": uri, "errorMode": {"onError": error_mode}, "onConflict": on_conflict,
                 "namespaceMap": dict(namespace_map) if namespace_map else None, "namespace": namespace,
                 "dimension": dimension, "metric": metric, "vectorType": vector_type, "createIndex": True,
-                "supersede": supersede or None}
+                "supersede": supersede or None, "allowMetricChange": allow_metric_change or None}
         job_id = self._request("POST", "/bulk/imports", json={k: v for k, v in body.items() if v is not None})["id"]
         if not sync:
             return self._client.describe_import(job_id)

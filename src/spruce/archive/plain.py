@@ -140,8 +140,11 @@ def open_source(store: Store, path: str = "", *, namespace: str = "", force_plai
     prefix = f"{path}/" if path else ""
     files: list[SourceFile] = []
     rels: list[str] = []
+    archives: list[str] = []
     for info in store.list(path):
         rel = info.path[len(prefix):] if info.path.startswith(prefix) else info.path
+        if rel.endswith(f"/{MANIFEST_NAME}"):
+            archives.append(rel[: -len(MANIFEST_NAME) - 1])
         fmt = format_of(rel)
         if fmt is None or any(seg.startswith(".") for seg in rel.split("/")):
             continue
@@ -149,6 +152,12 @@ def open_source(store: Store, path: str = "", *, namespace: str = "", force_plai
         ns = plain_folder_namespace(folder) if sep else namespace
         files.append(SourceFile(namespace=ns, path=info.path, format=fmt))
         rels.append(rel)
+    where = f"{store.uri.rstrip('/')}{'/' + path if path else ''}"
+    if archives and not force_plain:
+        # a folder of backups: reading their parts as plain files would merge their namespaces
+        shown = ", ".join(sorted(archives)[:10]) + (f" and {len(archives) - 10} more" if len(archives) > 10 else "")
+        raise InvalidArgument(f"{where}: holds {len(archives)} archive(s) but no {MANIFEST_NAME} of its own "
+                              f"({shown}); restore one of them, e.g. {where}/{sorted(archives)[0]}")
     if not files:
         raise InvalidArgument(f"{store.uri}{'/' + path if path else ''}: no manifest.json and no "
                               ".jsonl, .jsonl.gz or .parquet files to restore")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from spruce.errors import SpruceError
 
@@ -57,6 +59,26 @@ def locked_message(exc: Any) -> str:
     tail = (f"; follow its job with `spruce jobs show {exc.job}`, or wait for it to finish" if exc.job
             else "; stop it, or let one `spruce serve --data DIR` own the folder and run commands with --host URL")
     return exc.bare + tail
+
+
+def emit_table(columns: Sequence[str], rows: Iterable[Sequence[str]], *, fold: Sequence[str] = (),
+               title: str | None = None) -> None:
+    """Print a table. On a terminal, a rich table in which only the ``fold`` columns may wrap
+    (ids, URIs and paths never do); piped or logged, one tab-separated line per row under a
+    header line, never wrapped, so ``grep`` and ``cut`` see whole values."""
+    if not console.is_terminal:
+        if title:
+            print(f"# {title}")
+        print("\t".join(columns))
+        for row in rows:
+            print("\t".join(str(v) for v in row))
+        return
+    table = Table(title=escape(title) if title else None)
+    for col in columns:
+        table.add_column(col, no_wrap=col not in fold, overflow="fold")
+    for row in rows:
+        table.add_row(*(escape(str(v)) for v in row))
+    console.print(table)
 
 
 def parse_json_option(value: str | None, name: str) -> Any:

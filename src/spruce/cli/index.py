@@ -6,7 +6,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from spruce.cli.common import client, console
+from spruce.cli.common import client, console, emit_table
 
 app = typer.Typer(help="Create, list, describe, configure and delete indexes.", no_args_is_help=True)
 
@@ -32,11 +32,9 @@ def create(
 @app.command("list")
 def list_(ctx: typer.Context) -> None:
     """List indexes."""
-    table = Table("name", "state", "dimension", "metric", "vector type", "deletion protection")
-    for m in client(ctx).list_indexes():
-        table.add_row(m.name, state_text(m.status), str(m.dimension), m.metric, m.vector_type,
-                      m.deletion_protection)
-    console.print(table)
+    rows = [(m.name, state_text(m.status), str(m.dimension), m.metric, m.vector_type, m.deletion_protection)
+            for m in client(ctx).list_indexes()]
+    emit_table(("name", "state", "dimension", "metric", "vector type", "deletion protection"), rows)
 
 
 def state_text(status: object) -> str:

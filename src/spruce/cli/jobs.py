@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import time
+from datetime import timedelta
 from typing import Any
 
 import typer
 from rich.table import Table
 
-from spruce.cli.common import GlobalOptions, client, console
+from spruce.cli.common import GlobalOptions, client, console, emit_table
 from spruce.cli.progress import follow_to_completion
 from spruce.jobs.state import JobStore
 
@@ -33,24 +35,97 @@ def _open(ctx: typer.Context) -> tuple[Any, JobStore]:
     return c, c.jobs.store
 
 
-def _status(c, s) -> str:
+def _status(c: Any, s: Any) -> str:
     if s.status in ("InProgress", "Pending"):
         if c is None:
             return f"{s.status} (another process owns the data folder)"
         if not c.jobs.is_active(s.id):
-            return f"{s.status} (interrupted: spruce jobs resume {s.id})"
+            return f"{s.status} (not running: spruce jobs resume {s.id})"
+    if s.status == "Interrupted":
+        return f"Interrupted ({s.reason or 'stopped before it finished'}; spruce jobs resume {s.id})"
+    if s.status == "Superseded" and s.reason:
+        return f"Superseded ({s.reason})"
     return s.status
 
 
+def _statuses(values: list[str] | None) -> set[str] | None:
+    from spruce.errors import InvalidArgument
+    from spruce.jobs.state import normalize_status
+
+    if not values:
+        return None
+    try:
+        return {normalize_status(v) for v in values}
+    except InvalidArgument as exc:
+        raise typer.BadParameter(str(exc), param_hint="--status") from None
+
+
+def _duration(value: str) -> timedelta:
+    """"30m", "12h", "7d", "2w" or "0" as a timedelta."""
+    m = re.fullmatch(r"\s*(\d+)\s*([smhdw]?)\s*", value or "")
+    if not m or (not m.group(2) and m.group(1) != "0"):
+        raise typer.BadParameter(f"{value!r} is not a duration like 30m, 12h, 7d or 2w (or 0)",
+                                 param_hint="--older-than")
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks", "": "seconds"}[m.group(2)]
+    return timedelta(**{unit: int(m.group(1))})
+
+
+STATUS_HELP = ("Only jobs in this status (repeatable): Pending, InProgress, Interrupted, Completed, Failed, "
+               "Cancelled, Superseded; any spelling (COMPLETED, completed).")
+
+
 @app.command("list")
-def list_(ctx: typer.Context) -> None:
-    """List jobs, oldest first."""
+def list_(ctx: typer.Context,
+          status: list[str] = typer.Option(None, "--status", help=STATUS_HELP),
+          kind: list[str] = typer.Option(None, "--kind", help="Only jobs of this kind (repeatable): export, "
+                                         "import, remote-export, remote-import.")) -> None:
+    """List jobs, oldest first. An interrupted job shows why it stopped and how to resume it."""
+    wanted = _statuses(status)
     c, store = _open(ctx)
-    table = Table("id", "kind", "index", "status", "%", "records", "created", "uri")
-    for s in (c.jobs.list() if c is not None else store.all()):
-        table.add_row(s.id, s.kind, s.index, _status(c, s), f"{s.percent_complete:.0f}", f"{s.records_done:,}",
-                      s.created_at, s.uri)
-    console.print(table)
+    rows = [(s.id, s.kind, s.index, _status(c, s), f"{s.percent_complete:.0f}", f"{s.records_done:,}",
+             s.created_at, s.uri)
+            for s in (c.jobs.list() if c is not None else store.all())
+            if (wanted is None or s.status in wanted) and (not kind or s.kind in kind)]
+    emit_table(("id", "kind", "index", "status", "%", "records", "created", "uri"), rows, fold=("status",))
+
+
+@app.command("prune")
+def prune(ctx: typer.Context,
+          older_than: str = typer.Option("7d", "--older-than", help="Only jobs that ended longer ago than this: "
+                                         "30m, 12h, 7d, 2w; 0 for all."),
+          status: list[str] = typer.Option(None, "--status", help="Only ended jobs in this status (repeatable): "
+                                           "Completed, Failed, Cancelled, Superseded."),
+          dry_run: bool = typer.Option(False, "--dry-run", "-n", help="List what would be removed; remove nothing.")
+          ) -> None:
+    """Remove ended jobs from the history, with their rejects files and logs.
+
+    Only ended jobs (Completed, Failed, Cancelled, Superseded) are removed. A job that is
+    pending, running or interrupted is kept until it is resumed or cancelled. Archives and
+    indexes are never touched: this forgets jobs, it deletes no data.
+    """
+    from spruce.errors import InvalidArgument
+    from spruce.jobs.state import JobStore as Store
+
+    age = _duration(older_than)
+    wanted = _statuses(status)
+    opts: GlobalOptions = ctx.obj or GlobalOptions()
+    if opts.host:
+        raise typer.BadParameter("a server keeps its own job history; run prune where the server's data folder is",
+                                 param_hint="--host")
+    from spruce.engine.engine import resolve_data_dir
+
+    jobs_dir = resolve_data_dir(opts.data) / "jobs"
+    if not jobs_dir.is_dir():
+        console.print("pruned 0 job(s)")
+        return
+    try:
+        pruned = Store(jobs_dir).prune(age, wanted, dry_run=dry_run)
+    except InvalidArgument as exc:
+        raise typer.BadParameter(str(exc), param_hint="--status") from None
+    for s in pruned:
+        console.print(f"{'would prune' if dry_run else 'pruned'} {s.id} ({s.kind} {s.index}, {s.status}, "
+                      f"ended {s.finished_at or s.created_at})", highlight=False, soft_wrap=True)
+    console.print(f"{'would prune' if dry_run else 'pruned'} {len(pruned)} job(s)")
 
 
 @app.command("show")

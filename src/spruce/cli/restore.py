@@ -18,7 +18,11 @@ of an archive is checked against the manifest (size and sha256), so a damaged ar
 changes nothing. Each file is then applied in one transaction and checked again as it
 is read (record count, every record; an id that occurs twice in one file is an error,
 never a silent overwrite); a file that fails contributes nothing. If the
-restore created INDEX and then fails, INDEX is removed again. With --on-conflict fail,
+restore created INDEX and then fails or is cancelled, INDEX is removed again (unless
+someone else wrote to it meanwhile). Refused up front, before anything is written: a folder
+of archives without a manifest.json of its own, a --namespace-map name the source lacks,
+a --dimension the source contradicts, and a metric other than INDEX's (unless
+--allow-metric-change). With --on-conflict fail,
 conflicts are looked for before anything is applied. --on-conflict overwrite replaces only
 records older than the restore's start: a record written since (by you, or another
 client) is kept, and counted as kept.
@@ -49,6 +53,8 @@ def restore(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar (the summary is still printed)."),
     supersede: bool = typer.Option(False, "--supersede", help="Cancel another restore that is writing INDEX "
                                    "(running or interrupted) first, instead of refusing."),
+    allow_metric_change: bool = typer.Option(False, "--allow-metric-change", help="Restore into an existing "
+                                             "index whose metric differs from the archive's (refused otherwise)."),
     endpoint_url: str = typer.Option(None, "--endpoint-url", envvar="AWS_ENDPOINT_URL",
                                      help="S3-compatible endpoint (MinIO, SeaweedFS, R2, Ceph)."),
     target: str = typer.Option("spruce", "--to", help="spruce (this data folder) or pinecone (the Pinecone "
@@ -87,7 +93,8 @@ def restore(
     storage = {"endpoint_url": endpoint_url} if endpoint_url and src.startswith("s3://") else None
     t0 = time.perf_counter()
     options = dict(on_conflict=on_conflict, namespace_map=nsmap or None, error_mode=error_mode,
-                   namespace=namespace, dimension=dimension, metric=metric, supersede=supersede)
+                   namespace=namespace, dimension=dimension, metric=metric, supersede=supersede,
+                   allow_metric_change=allow_metric_change)
     job_id = launch(  # with --host, SRC is sent as given and resolved by the server
         c, lambda: c.Index(index).upsert_from_file(src, sync=False, **options).import_id,
         lambda run: jobs.start_import(c.engine, index, src, sync=False, storage_options=storage,

@@ -88,7 +88,7 @@ def start_import(engine: Engine, index: str, uri: str, *, on_conflict: str = "ov
                  namespace: str | None = None, dimension: int | None = None, metric: str | None = None,
                  vector_type: str | None = None, storage_options: Mapping[str, Any] | None = None,
                  sync: bool = True, manager: JobManager | None = None, run: bool = True,
-                 supersede: bool = False) -> JobState:
+                 supersede: bool = False, allow_metric_change: bool = False) -> JobState:
     """Start a restore of an archive, or of a user's plain JSONL/Parquet files, into ``index``.
 
     One job writes an index at a time: while another restore into ``index`` is running or
@@ -103,14 +103,20 @@ def start_import(engine: Engine, index: str, uri: str, *, on_conflict: str = "ov
         nsmap[normalize_namespace(old)] = normalize_namespace(new)
     store = open_store(uri, **dict(storage_options or {}))
     storage, secrets = split_storage_options(storage_options)
-    state = JobState(
-        id=new_job_id("import"), kind="import", index=index, uri=store.uri,
-        options={
-            "on_conflict": on_conflict, "namespace_map": nsmap, "error_mode": error_mode,
-            "namespace": normalize_namespace(namespace), "dimension": dimension, "metric": metric,
-            "vector_type": vector_type, "storage": storage,
-        },
-    )
+    options: dict[str, Any] = {
+        "on_conflict": on_conflict, "namespace_map": nsmap, "error_mode": error_mode,
+        "namespace": normalize_namespace(namespace), "dimension": dimension, "metric": metric,
+        "vector_type": vector_type, "storage": storage,
+    }
+    if allow_metric_change:
+        options["allow_metric_change"] = True  # only when set: same_command() still matches older jobs
+    # a mistake is refused now, not as a failed job (the job checks again when it runs)
+    from spruce.archive import open_source
+    from spruce.jobs.restore import check_source
+
+    source = open_source(store, namespace=options["namespace"])
+    check_source(source, options, engine.describe_index(index) if engine.has_index(index) else None)
+    state = JobState(id=new_job_id("import"), kind="import", index=index, uri=store.uri, options=options)
     return (manager or jobs_for(engine)).submit(state, sync=sync, run=run, secrets=secrets, supersede=supersede)
 
 

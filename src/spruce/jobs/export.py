@@ -7,10 +7,14 @@ partial archive is never mistaken for a complete one.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from spruce.archive import ArchiveReader, ArchiveWriter
+from spruce.archive.manifest import MANIFEST_NAME
+from spruce.archive.naming import PART_PATH_RE
 from spruce.errors import (
     AlreadyExists,
     ArchiveIncomplete,
@@ -28,9 +32,62 @@ DEFAULT_LINK_EXPIRY = timedelta(hours=1)
 
 
 def run_export(ctx: JobContext) -> None:
+    """Export, and on cancel or failure remove what this run wrote (an interrupted run's parts stay
+    until the job is resumed or cancelled)."""
+    store = open_store(ctx.state.uri, **ctx.storage_options())
+    try:
+        _run(ctx, store)
+    except Exception:  # cancelled (JobCancelled) or failed; an interrupt (BaseException) keeps them
+        ctx.state.notes.extend(discard_output(store, ctx.state))
+        raise
+
+
+def discard(manager: Any, s: Any) -> list[str]:
+    """A stopped export is cancelled: remove the parts and temporary files it left behind."""
+    secrets = manager.secrets.get(s.id, {})
+    try:
+        store = open_store(s.uri, **{**s.options.get("storage", {}), **secrets})
+    except SpruceError as exc:
+        return [f"could not open {s.uri} to remove the unfinished archive: {exc}"]
+    return discard_output(store, s)
+
+
+def discard_output(store: Any, s: Any) -> list[str]:
+    """Remove an unfinished archive's data parts and half-written temp files, local or remote.
+
+    Nothing goes while a manifest.json is there: then the folder holds a whole archive (this
+    job's, committed before the job could record it, or another's), and its parts are its data.
+    Only part files (``<namespace>/part-NNNNN.<ext>``, the names this writer gives) are removed;
+    a commit would remove the same orphans. Other files in the folder are never touched.
+    """
+    try:
+        if store.exists(MANIFEST_NAME):
+            return []
+        removed = 0
+        for info in list(store.list("")):
+            if PART_PATH_RE.fullmatch(info.path):
+                store.delete(info.path)
+                removed += 1
+        removed += store.remove_incomplete()
+        _remove_empty_folders(store)
+    except (SpruceError, OSError) as exc:
+        return [f"could not remove the unfinished archive at {s.uri}: {exc}"]
+    return [f"removed {removed} file(s) of the unfinished archive at {s.uri}"] if removed else []
+
+
+def _remove_empty_folders(store: Any) -> None:
+    """Local folders: the namespace folders the parts were in, and the archive folder when empty."""
+    root = store.local_path("")
+    if not root or not os.path.isdir(root):
+        return
+    for dirpath, _dirs, _files in sorted(os.walk(root), key=lambda t: -len(t[0])):
+        with contextlib.suppress(OSError):  # not empty: someone else's files are there
+            os.rmdir(dirpath)
+
+
+def _run(ctx: JobContext, store: Any) -> None:
     s = ctx.state
     opts = s.options
-    store = open_store(s.uri, **ctx.storage_options())
     _check_links(store, _link_expiry(s))  # a bad expiry fails now, not after the whole export
     if _already_committed(store, s.id):
         _publish_links(ctx, store)

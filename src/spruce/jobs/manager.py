@@ -160,7 +160,7 @@ class JobManager:
         """The engine's manager. Opening it marks jobs a dead process left behind Interrupted;
         only ``auto_resume`` (``spruce serve``, which owns its jobs) runs them again, logging
         one line per job through ``log``."""
-        from spruce.jobs import restore
+        from spruce.jobs import export, restore
         from spruce.jobs.export import run_export
         from spruce.jobs.restore import run_import
 
@@ -168,6 +168,7 @@ class JobManager:
         RUNNERS.setdefault("import", run_import)
         RESUME_CHECKS.setdefault("import", restore.resume_check)
         DISCARDS.setdefault("import", restore.discard)
+        DISCARDS.setdefault("export", export.discard)
         with cls._instances_lock:
             mgr = cls._instances.get(id(engine))
             if mgr is None or mgr.engine is not engine or mgr.closed:

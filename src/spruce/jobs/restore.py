@@ -26,7 +26,7 @@ from spruce.errors import (
 )
 from spruce.jobs.manager import JobContext
 from spruce.jobs.prefetch import Prefetch
-from spruce.records import normalize_namespace
+from spruce.records import DEFAULT_NAMESPACE_ALIAS, normalize_namespace
 from spruce.storage import open_store
 
 ERROR_MODES = ("abort", "continue")
@@ -316,6 +316,7 @@ def _target_index(ctx: JobContext, source: Any) -> Any:
     vector_type = opts.get("vector_type") or info.get("vector_type") or "dense"
     metric = opts.get("metric") or info.get("metric")
     if not engine.has_index(s.index):
+        check_source(source, opts, None)
         if vector_type == "dense" and not dimension:
             raise InvalidArgument(f"index {s.index!r} does not exist and the source does not say its "
                                   "dimension; pass dimension=")
@@ -326,6 +327,7 @@ def _target_index(ctx: JobContext, source: Any) -> Any:
         return engine.index(s.index)
     index = engine.index(s.index)
     cfg = index.config
+    check_source(source, opts, cfg)
     if info.get("vector_type") and info["vector_type"] != cfg.vector_type:
         raise InvalidArgument(f"the source holds {info['vector_type']} vectors but index {s.index!r} is "
                               f"{cfg.vector_type}")
@@ -333,6 +335,38 @@ def _target_index(ctx: JobContext, source: Any) -> Any:
         raise InvalidArgument(f"the source has dimension {info['dimension']} but index {s.index!r} has "
                               f"{cfg.dimension}")
     return index
+
+
+def check_source(source: Any, opts: dict[str, Any], target: Any | None) -> None:
+    """Refuse what is almost certainly a mistake before anything is written: a namespace map
+    naming a namespace the source lacks, a dimension option the source contradicts, a metric
+    other than the existing index's (unless allowed)."""
+    have = source.namespaces
+    shown = ", ".join(repr(n or DEFAULT_NAMESPACE_ALIAS) for n in have) or "none"
+    missing = [k for k in (opts.get("namespace_map") or {}) if normalize_namespace(k) not in have]
+    if missing:
+        raise InvalidArgument(f"--namespace-map names namespace(s) {', '.join(repr(k or DEFAULT_NAMESPACE_ALIAS) for k in missing)} "
+                              f"that the source does not have; it has {shown}")
+    what = "archive" if source.manifest is not None else "source"
+    dim, vtype = source.infer()
+    if opts.get("dimension") and dim and opts["dimension"] != dim:
+        raise InvalidArgument(f"--dimension {opts['dimension']} does not match the {what}'s dimension {dim}; "
+                              "drop --dimension (the archive says its own)" if source.manifest is not None else
+                              f"--dimension {opts['dimension']} does not match the {what}'s dimension {dim} "
+                              "(the length of its first record's values)")
+    if target is None:
+        return
+    if vtype != target.vector_type:
+        raise InvalidArgument(f"the {what} holds {vtype} vectors but index {target.name!r} is {target.vector_type}")
+    if dim and target.dimension and dim != target.dimension:
+        raise InvalidArgument(f"the {what} has dimension {dim} but index {target.name!r} has {target.dimension}")
+    if opts.get("allow_metric_change"):
+        return
+    metric = opts.get("metric") or (source.manifest.source.get("metric") if source.manifest is not None else None)
+    if metric and metric != target.metric:
+        raise InvalidArgument(f"the {what}'s metric is {metric} but index {target.name!r} uses {target.metric}: "
+                              "scores would change meaning; pass --allow-metric-change (allow_metric_change=True) "
+                              "to restore anyway")
 
 
 def _precheck_conflicts(ctx: JobContext, source: Any, entries: list[Any], nsmap: dict[str, str],
@@ -353,4 +387,4 @@ def _precheck_conflicts(ctx: JobContext, source: Any, entries: list[Any], nsmap:
                             f"(on_conflict='fail'), e.g. {', '.join(map(repr, conflicts))}; nothing was applied")
 
 
-__all__ = ["ERROR_MODES", "ON_CONFLICT", "SpruceError", "discard", "resume_check", "run_import"]
+__all__ = ["ERROR_MODES", "ON_CONFLICT", "SpruceError", "check_source", "discard", "resume_check", "run_import"]

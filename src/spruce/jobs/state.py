@@ -11,13 +11,13 @@ import os
 import re
 import secrets
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from spruce.errors import NotFound
+from spruce.errors import InvalidArgument, NotFound
 
 PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED = "Pending", "InProgress", "Completed", "Failed", "Cancelled"
 #: Stopped without finishing (its process died, or its client closed): runs again only when
@@ -204,3 +204,42 @@ class JobStore:
 
     def cancel_requested(self, job_id: str) -> bool:
         return self.side_file(job_id, ".cancel").exists()
+
+    def prune(self, older_than: timedelta, statuses: set[str] | None = None, *,
+              dry_run: bool = False) -> list[JobState]:
+        """Remove ended jobs (Completed, Failed, Cancelled, Superseded) that ended more than
+        ``older_than`` ago, with their side files (rejects, log, cancel request). A job that has
+        not ended is never removed: it may still be resumed, or be running in another process."""
+        if statuses is not None:
+            unended = sorted(set(statuses) - set(TERMINAL))
+            if unended:
+                raise InvalidArgument(f"only ended jobs ({', '.join(TERMINAL)}) can be pruned, not "
+                                      f"{', '.join(unended)}; end one first with `spruce jobs cancel ID`")
+        cutoff = datetime.now(UTC) - older_than
+        pruned = []
+        for s in self.all():
+            if s.status not in TERMINAL or (statuses is not None and s.status not in statuses):
+                continue
+            if _parse_time(s.finished_at or s.created_at) > cutoff:
+                continue
+            pruned.append(s)
+            if not dry_run:
+                for p in self.root.glob(f"{s.id}.*"):  # ids hold no dots: exactly this job's files
+                    p.unlink(missing_ok=True)
+        return pruned
+
+
+def normalize_status(value: str) -> str:
+    """A status in any spelling ("completed", "COMPLETED", "InProgress", "in_progress") as stored."""
+    by_key = {s.lower(): s for s in STATUSES}
+    key = value.strip().replace("_", "").replace(" ", "").lower()
+    if key not in by_key:
+        raise InvalidArgument(f"unknown job status {value!r}; one of {', '.join(STATUSES)}")
+    return by_key[key]
+
+
+def _parse_time(stamp: str | None) -> datetime:
+    try:
+        return datetime.fromisoformat((stamp or "").replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)  # unreadable: as old as can be

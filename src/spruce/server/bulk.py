@@ -49,7 +49,7 @@ __all__ = ["build_router", "import_model", "index_name", "job_public", "jobs_rou
 
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 _START = _spellings("uri", "integrationId", "errorMode", "onConflict", "namespaceMap", "namespace", "dimension",
-                    "metric", "vectorType", "createIndex")
+                    "metric", "vectorType", "createIndex", "supersede", "allowMetricChange")
 MAX_PAGE = 100
 
 
@@ -193,7 +193,8 @@ def _start_import(request: Request, name: str, raw: bytes) -> str:
         engine, name, uri, on_conflict=f.get("onConflict", str, "overwrite"),
         namespace_map=f.get("namespaceMap", dict), error_mode=_error_mode(f.get("errorMode", dict)),
         namespace=f.get("namespace", str), dimension=f.get("dimension", int), metric=f.get("metric", str),
-        vector_type=f.get("vectorType", str), supersede=f.get("supersede", bool, False), sync=False,
+        vector_type=f.get("vectorType", str), supersede=f.get("supersede", bool, False),
+        allow_metric_change=f.get("allowMetricChange", bool, False), sync=False,
         manager=request.app.state.jobs)
     return state.id
 
