@@ -207,7 +207,7 @@ def test_sdk_cancel_and_list_imports(pc: Pinecone, http: httpx.Client, source: A
         pc.Index(name="src").describe_import(import_id)
 
 
-def test_import_failure_is_reported(pc: Pinecone, http: httpx.Client, exports_root: Path) -> None:
+def test_import_failure_is_reported(pc: Pinecone, http: httpx.Client, exports_root: Path, source: Any) -> None:
     empty = exports_root / "empty-folder"
     empty.mkdir(exist_ok=True)
     pc.create_index(name="import-fails", dimension=DIM, spec=ServerlessSpec(cloud="aws", region="us-east-1"))
@@ -220,12 +220,19 @@ def test_import_failure_is_reported(pc: Pinecone, http: httpx.Client, exports_ro
     assert d["status"] == "Completed"
     part = next((exports_root / "damaged").rglob("part-*"))
     part.write_bytes(part.read_bytes()[:-1] + bytes([part.read_bytes()[-1] ^ 1]))
-    import_id = _get(idx.start_import(uri="damaged"), "id")
+    import_id = _get(idx.start_import(uri="damaged", error_mode="abort"), "id")
     final = _wait(lambda: idx.describe_import(import_id), lambda m: _get(m, "status") in TERMINAL)
     assert _get(final, "status") == "Failed"
     assert "sha256" in _get(final, "error") or "checksum" in _get(final, "error").lower()
     idx.cancel_import(import_id)  # as Pinecone's own SDK tests expect: Cancelled after cancel
     assert _get(idx.describe_import(import_id), "status") == "Cancelled"
+    # "continue" (7.3's default) skips the damaged file whole, completes, and says so
+    import_id = _get(idx.start_import(uri="damaged", error_mode="continue"), "id")
+    final = _wait(lambda: idx.describe_import(import_id), lambda m: _get(m, "status") in TERMINAL)
+    body = http.get(f"/index/import-fails/bulk/imports/{import_id}").json()
+    assert body["status"] == "Completed", body
+    assert body["recordsRejected"] > 0 and body["recordsRejected"] + body["recordsImported"] == 1500, body
+    assert any(part.name in n and "skipped" in n for n in body["notes"]), body
 
 
 def test_an_index_a_restore_is_filling_is_initializing(pc: Pinecone, http: httpx.Client,

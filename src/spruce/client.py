@@ -14,7 +14,7 @@ import spruce.sources  # noqa: F401 - registers the connectors' job kinds
 from spruce import jobs, models
 from spruce.engine import DataDirLocked, Engine
 from spruce.engine.index import Index as EngineIndex
-from spruce.errors import FailedPrecondition, NotFound
+from spruce.errors import FailedPrecondition, InvalidArgument, NotFound
 from spruce.jobs import JobManager, JobState, JobStatus
 from spruce.records import IndexConfig, validate_index_name
 
@@ -305,9 +305,24 @@ class Index:
                 return
             token = page.pagination.next
 
-    def describe_namespace(self, namespace: str) -> models.NamespaceDescription:
-        return self._index.describe_namespace(namespace)
+    def create_namespace(self, name: str, schema: Mapping[str, Any] | None = None) -> models.NamespaceDescription:
+        """Create an empty namespace, optionally with a metadata schema
+        (``{"fields": {"genre": {"filterable": True}}}``), as the SDK's ``create_namespace``.
+        AlreadyExists if the name is taken; the default namespace cannot be created."""
+        return self._index.create_namespace(name, schema)
 
-    def delete_namespace(self, namespace: str) -> dict[str, Any]:
-        self._index.delete_namespace(namespace)
+    def describe_namespace(self, namespace: str | None = None, *,
+                           name: str | None = None) -> models.NamespaceDescription:
+        """Record count (and schema) of a namespace; ``name=`` as SDK 9+ spells it."""
+        return self._index.describe_namespace(_namespace_arg(namespace, name))
+
+    def delete_namespace(self, namespace: str | None = None, *, name: str | None = None) -> dict[str, Any]:
+        self._index.delete_namespace(_namespace_arg(namespace, name))
         return {}
+
+
+def _namespace_arg(namespace: str | None, name: str | None) -> str:
+    """SDKs up to 7 pass ``namespace=``, 9 and later ``name=``: take either, not both."""
+    if namespace is not None and name is not None:
+        raise InvalidArgument("pass either name= or namespace=, not both")
+    return (name if name is not None else namespace) or ""

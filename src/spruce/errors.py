@@ -166,6 +166,10 @@ class ArchiveIncomplete(IntegrityError):
     """No manifest: the export never committed (it crashed, was cancelled, or is still running)."""
 
 
+class NotAnArchive(InvalidArgument):
+    """The path holds files, or is a file, but is not an archive: not a crashed export either."""
+
+
 class ManifestInvalid(IntegrityError):
     """The manifest does not parse or does not match the JSON Schema."""
 

@@ -7,7 +7,7 @@ changing one import. ``to_dict()`` gives the snake_case JSON form.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -138,9 +138,48 @@ class DescribeIndexStatsResponse(_DictLike):
 
 
 @dataclass(slots=True)
+class NamespaceFieldConfig(_DictLike):
+    """How one metadata field is indexed. Pinecone accepts only ``filterable: true``."""
+
+    filterable: bool = True
+
+
+@dataclass(slots=True)
+class NamespaceSchema(_DictLike):
+    """Which metadata fields a namespace indexes, as given to ``create_namespace``."""
+
+    fields: dict[str, NamespaceFieldConfig] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> NamespaceSchema:
+        return cls(fields={k: NamespaceFieldConfig(filterable=bool(v.get("filterable", False)))
+                           for k, v in (d.get("fields") or {}).items()})
+
+
+@dataclass(slots=True)
+class IndexedFields(_DictLike):
+    fields: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class NamespaceDescription(_DictLike):
+    """One namespace, shaped like the SDK's: ``schema`` and ``indexed_fields`` are None when the
+    namespace was created without a schema (or by an upsert)."""
+
     name: str
     record_count: int
+    schema: NamespaceSchema | None = None
+    indexed_fields: IndexedFields | None = None
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> NamespaceDescription:
+        """From the API's JSON (``record_count`` may be a string, as protobuf writes int64)."""
+        schema = d.get("schema")
+        indexed = d.get("indexed_fields")
+        return cls(name=d.get("name", ""), record_count=int(d.get("record_count") or 0),
+                   schema=NamespaceSchema.from_dict(schema) if isinstance(schema, Mapping) else None,
+                   indexed_fields=IndexedFields(fields=list(indexed.get("fields") or []))
+                   if isinstance(indexed, Mapping) else None)
 
 
 @dataclass(slots=True)

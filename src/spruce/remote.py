@@ -553,8 +553,7 @@ class RemoteIndex:
                   if v is not None}
         d = self._request("GET", "/namespaces", params=params)
         return models.ListNamespacesResponse(
-            namespaces=[models.NamespaceDescription(name=n["name"], record_count=int(n.get("record_count", 0)))
-                        for n in d.get("namespaces", [])],
+            namespaces=[models.NamespaceDescription.from_json(n) for n in d.get("namespaces", [])],
             pagination=_pagination(d.get("pagination")), total_count=int(d.get("total_count", 0)))
 
     def list_namespaces(self, prefix: str | None = None,
@@ -567,13 +566,31 @@ class RemoteIndex:
                 return
             token = page.pagination.next
 
-    def describe_namespace(self, namespace: str) -> models.NamespaceDescription:
-        d = self._request("GET", f"/namespaces/{quote(namespace, safe='')}")
-        return models.NamespaceDescription(name=d["name"], record_count=int(d.get("record_count", 0)))
+    def create_namespace(self, name: str, schema: Mapping[str, Any] | None = None) -> models.NamespaceDescription:
+        """Create an empty namespace, optionally with a metadata schema, as the SDK's
+        ``create_namespace`` (AlreadyExists if the name is taken)."""
+        body: dict[str, Any] = {"name": name}
+        if schema is not None:
+            body["schema"] = schema.to_dict() if isinstance(schema, models.NamespaceSchema) else schema
+        return models.NamespaceDescription.from_json(self._request("POST", "/namespaces", json=body))
 
-    def delete_namespace(self, namespace: str) -> dict[str, Any]:
-        self._request("DELETE", f"/namespaces/{quote(namespace, safe='')}")
+    def describe_namespace(self, namespace: str | None = None, *,
+                           name: str | None = None) -> models.NamespaceDescription:
+        """Record count (and schema) of a namespace; ``name=`` as SDK 9+ spells it."""
+        ns = _namespace_arg(namespace, name)
+        return models.NamespaceDescription.from_json(self._request("GET", f"/namespaces/{quote(ns, safe='')}"))
+
+    def delete_namespace(self, namespace: str | None = None, *, name: str | None = None) -> dict[str, Any]:
+        self._request("DELETE", f"/namespaces/{quote(_namespace_arg(namespace, name), safe='')}")
         return {}
+
+
+def _namespace_arg(namespace: str | None, name: str | None) -> str:
+    """SDKs up to 7 pass ``namespace=``, 9 and later ``name=``: take either, not both. An empty
+    name would address the listing, not a namespace: it is the default namespace's alias then."""
+    if namespace is not None and name is not None:
+        raise InvalidArgument("pass either name= or namespace=, not both")
+    return (name if name is not None else namespace) or "__default__"
 
 
 def _no_storage_options(options: Mapping[str, Any] | None) -> None:

@@ -73,14 +73,21 @@ class FileEntry:
 
 @dataclass(frozen=True, slots=True)
 class NamespaceEntry:
+    """One namespace of the archive. A namespace without records has no files; it is listed all
+    the same, so that a restore recreates it. ``schema`` is its metadata schema, when it has one."""
+
     name: str
     dir: str
     record_count: int
     files: tuple[FileEntry, ...] = ()
+    schema: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "dir": self.dir, "record_count": self.record_count,
-                "files": [f.to_dict() for f in self.files]}
+        d: dict[str, Any] = {"name": self.name, "dir": self.dir, "record_count": self.record_count,
+                             "files": [f.to_dict() for f in self.files]}
+        if self.schema is not None:  # absent, not null: archives without schemas stay as before
+            d["schema"] = self.schema
+        return d
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,6 +379,7 @@ def manifest_from_dict(doc: Mapping[str, Any]) -> Manifest:
                 name=ns["name"], dir=ns["dir"], record_count=ns["record_count"],
                 files=tuple(FileEntry(path=f["path"], records=f["records"], bytes=f["bytes"],
                                       sha256=f["sha256"]) for f in ns["files"]),
+                schema=ns.get("schema"),
             )
             for ns in doc["namespaces"]
         ),

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from spruce.archive.decode import Assembler, OnError, Shape
 from spruce.archive.manifest import MANIFEST_NAME, FileEntry, Manifest, NamespaceEntry, parse_manifest
+from spruce.archive.naming import PART_PATH_RE
 from spruce.archive.parquet import IMPORT_SCHEMA, schema_matches
 from spruce.archive.streams import READ_CHUNK, DecodeFailure, ReadPipeline
 from spruce.errors import (
@@ -29,7 +30,10 @@ from spruce.errors import (
     ChecksumMismatch,
     CorruptRecord,
     MissingFile,
+    NotAnArchive,
+    NotFound,
     RecordCountMismatch,
+    SpruceError,
     ValidationError,
 )
 from spruce.records import RecordBatch
@@ -138,7 +142,7 @@ def _read_jsonl(store: Store, f: SourceFile, asm: Assembler, batch_size: int,
         except DecodeFailure as e:
             sha, size = pipe.finish_hash()
             _check_bytes(f, sha, size, cause=str(e))
-            raise CorruptRecord(f"{f.path}: {e}") from None
+            raise CorruptRecord(f"{f.path or store.uri}: {e}") from None  # a single file is its store
         except ValidationError as e:
             if f.sha256 is not None or f.bytes is not None:
                 # A bad record in a file that differs from the manifest: the file is the problem.
@@ -379,8 +383,24 @@ def load_manifest(store: Store) -> Manifest:
     try:
         raw = store.get_bytes(MANIFEST_NAME)
     except FileNotFoundError:
-        raise ArchiveIncomplete(
-            f"{store.uri}: no {MANIFEST_NAME}: the export that wrote this archive never committed "
-            "(it crashed, was cancelled or is still running); export again") from None
+        raise _no_manifest(store) from None
+    except (IsADirectoryError, NotADirectoryError):
+        raise NotAnArchive(f"{store.uri}: is a file, not an archive folder (the folder that holds "
+                           f"{MANIFEST_NAME})") from None
     return parse_manifest(raw, where=MANIFEST_NAME)
+
+
+def _no_manifest(store: Store) -> SpruceError:
+    """Why there is no manifest: nothing there at all, a crashed export's parts, or other files."""
+    try:
+        listed = [info.path for _, info in zip(range(1000), store.list(""), strict=False)]
+    except (FileNotFoundError, NotADirectoryError):
+        listed = []
+    if not listed:
+        return NotFound(f"{store.uri}: not found (nothing is stored there)")
+    if any(PART_PATH_RE.fullmatch(p) for p in listed):
+        return ArchiveIncomplete(
+            f"{store.uri}: no {MANIFEST_NAME}: the export that wrote this archive never committed "
+            "(it crashed, was cancelled or is still running); export again")
+    return NotAnArchive(f"{store.uri}: not an archive: no {MANIFEST_NAME} among its {len(listed)} file(s)")
 

@@ -15,6 +15,7 @@ from spruce.storage.base import Writer
 READ_CHUNK = 1 << 22  # raw bytes read from the store at a time
 MAX_OUT = 8 << 20  # cap on decompressed bytes per step (bounds memory on highly compressible input)
 _GZIP_WBITS = 31
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 class _WriteOnlyFile:
@@ -155,6 +156,11 @@ class ReadPipeline:
                 data = self._raw.read(READ_CHUNK)
                 if not data:
                     break
+                if d is not None and not any_data and not data.startswith(_GZIP_MAGIC[: len(data)]):
+                    self._error = DecodeFailure("not gzip data (it does not start with gzip's magic bytes 1f 8b)")
+                    self._hash(data)
+                    self._drain_raw()
+                    return
                 any_data = True
                 self._hash(data)
                 if self._stop.is_set():

@@ -84,6 +84,7 @@ class _Namespace:
     dir: str
     parts: list[_Part] = field(default_factory=list)
     next_index: int = 0
+    schema: dict[str, Any] | None = None
 
 
 class ArchiveWriter:
@@ -184,6 +185,20 @@ class ArchiveWriter:
             t.start()
         self._state = "open"
 
+    def add_namespace(self, namespace: str, *, schema: Mapping[str, Any] | None = None) -> None:
+        """List ``namespace`` in the manifest even if no record is written to it, with its metadata
+        schema if it has one: an empty namespace exists in the index too, and a restore recreates
+        it. Namespaces are listed in the order they are first added or written to."""
+        if self._state == "new":
+            self.begin()
+        if self._state != "open":
+            raise InvalidArgument(f"add_namespace() on a writer that is {self._state}")
+        name = normalize_namespace(namespace)
+        ns = self._namespaces.get(name)
+        if ns is None:
+            ns = self._namespaces[name] = _Namespace(name=name, dir=encode_namespace(name))
+        ns.schema = None if schema is None else dict(schema)
+
     def write(self, namespace: str, batch: RecordBatch) -> None:
         """Append ``batch`` to ``namespace`` (encoded now; compressed and stored in the background)."""
         if self._state == "new":
@@ -283,7 +298,7 @@ class ArchiveWriter:
                         self._raise_if_failed()
                         raise
                 entries.append(NamespaceEntry(name=ns.name, dir=ns.dir, files=tuple(files),
-                                              record_count=sum(f.records for f in files)))
+                                              record_count=sum(f.records for f in files), schema=ns.schema))
             self._raise_if_failed()
             src = _source_dict(source)
             self._check_source(src)

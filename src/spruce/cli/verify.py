@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -21,8 +23,13 @@ does not list (orphans of an interrupted export) are reported but harmless.
 
 
 def _store(src: str, endpoint_url: str | None) -> Store:
+    """The archive's store; ``ARCHIVE/manifest.json`` names its archive too."""
     opts = {"endpoint_url": endpoint_url} if endpoint_url and src.startswith("s3://") else {}
-    return open_store(src, **opts)
+    store = open_store(src, **opts)
+    local = store.local_path("")
+    if local and os.path.isfile(local) and os.path.basename(local) == "manifest.json":
+        return open_store(os.path.dirname(local))
+    return store
 
 
 def verify(

@@ -12,7 +12,6 @@ never holds the index in memory, and opening an index to write to it is cheap.
 
 from __future__ import annotations
 
-import base64
 import os
 import sqlite3
 import threading
@@ -24,8 +23,11 @@ import numpy as np
 import orjson
 
 from spruce import models
-from spruce.engine import store
+from spruce.engine import namespaces, store
 from spruce.engine.memory import NamespaceData
+from spruce.engine.namespaces import NamespaceOps
+from spruce.engine.paging import decode_token as _decode_token
+from spruce.engine.paging import encode_token as _encode_token
 from spruce.engine.rwlock import RWLock
 from spruce.errors import ConflictError, FailedPrecondition, InvalidArgument, NotFound
 from spruce.filters import compile_filter
@@ -67,18 +69,6 @@ def current_writer() -> str:
     return getattr(_origin, "who", None) or f"a write outside any job (process {os.getpid()})"
 
 
-def _encode_token(last_id: str) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps({"after": last_id})).decode().rstrip("=")
-
-
-def _decode_token(token: str) -> str:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        return orjson.loads(raw)["after"]
-    except Exception:
-        raise InvalidArgument(f"invalid pagination token {token!r}") from None
-
-
 class Snapshot:
     """A frozen read view of an index, backed by an open SQLite read transaction.
 
@@ -98,10 +88,18 @@ class Snapshot:
         self._counts: dict[str, int] | None = None
 
     def namespaces(self) -> dict[str, int]:
-        """Record count per namespace ("" is the default), in name order."""
+        """Record count per namespace ("" is the default), in name order: every namespace that
+        exists, including those without records (created empty, or emptied)."""
         if self._counts is None:
-            self._counts = store.namespace_counts(self._conn)
+            counts = store.namespace_counts(self._conn)
+            for row in namespaces.rows(self._conn):
+                counts.setdefault(row.name, 0)
+            self._counts = dict(sorted(counts.items()))
         return dict(self._counts)
+
+    def schemas(self) -> dict[str, dict[str, Any] | None]:
+        """Each namespace's metadata schema (None: created without one, or by an upsert)."""
+        return {row.name: row.schema for row in namespaces.rows(self._conn)}
 
     def iter_batches(self, namespace: str, *, batch_size: int = 1000,
                      filter: Mapping[str, Any] | None = None,
@@ -179,13 +177,20 @@ class Transaction:
             self.staged.append((ns, batch, on_conflict))
         return n
 
+    def restore_namespace(self, namespace: str, schema: Mapping[str, Any] | None) -> str:
+        """Make a namespace an archive lists exist, with its schema; see namespaces.restore_row.
+        Touches no record, so memory needs nothing."""
+        return namespaces.restore_row(self._conn, namespaces.checked_name(namespace),
+                                      namespaces.validate_schema(schema))
+
     def set_marker(self, key: str, value: Any) -> None:
         self._conn.execute("INSERT OR REPLACE INTO markers (key, value) VALUES (?, ?)",
                            (key, orjson.dumps(value).decode()))
 
 
-class Index:
-    """An open index. Thread-safe: many readers, writers serialized."""
+class Index(NamespaceOps):
+    """An open index. Thread-safe: many readers, writers serialized. The namespace operations
+    (create, describe, list, delete) come from ``NamespaceOps``."""
 
     def __init__(self, path: str, *, durability: str = "process") -> None:
         self.path = path
@@ -309,6 +314,7 @@ class Index:
                 raise ConflictError(
                     f"{len(existing)} record(s) already exist in namespace {ns or DEFAULT_NAMESPACE_ALIAS!r} "
                     f"of index {self.name!r} (on_conflict='fail'): {shown}")
+        namespaces.ensure(conn, ns)  # an upsert into a new namespace creates it
         n = store.write_batch(conn, ns, batch, skip_existing=on_conflict == "skip", seq=self._pending_seq,
                               protect=protect)
         if touched is not None:
@@ -521,13 +527,6 @@ class Index:
                     self._ns.pop(ns, None)
         return {}
 
-    def delete_namespace(self, namespace: str) -> None:
-        ns = normalize_namespace(namespace)
-        self._ensure_loaded()
-        if ns not in self._ns:
-            raise NotFound(f"namespace {namespace!r} not found in index {self.name!r}")
-        self.delete(delete_all=True, namespace=ns)
-
     # -- reads ----------------------------------------------------------------
 
     def _namespace(self, ns: str, *, create: bool = False) -> NamespaceData:
@@ -669,36 +668,6 @@ class Index:
             metric=self._config.metric,
             vector_type=self._config.vector_type,
         )
-
-    def list_namespaces(self, prefix: str | None = None, limit: int | None = None,
-                        pagination_token: str | None = None) -> models.ListNamespacesResponse:
-        self._ensure_loaded()
-        with self._rw.read():
-            names = sorted((ns, len(d)) for ns, d in self._ns.items() if len(d))
-        described = [(ns or DEFAULT_NAMESPACE_ALIAS, n) for ns, n in names]
-        described.sort()
-        if prefix:
-            described = [x for x in described if x[0].startswith(prefix)]
-        total = len(described)
-        if pagination_token:
-            after = _decode_token(pagination_token)
-            described = [x for x in described if x[0] > after]
-        limit = limit or 100
-        page = described[:limit]
-        return models.ListNamespacesResponse(
-            namespaces=[models.NamespaceDescription(name=n, record_count=c) for n, c in page],
-            pagination=models.Pagination(next=_encode_token(page[-1][0])) if len(described) > limit else None,
-            total_count=total,
-        )
-
-    def describe_namespace(self, namespace: str) -> models.NamespaceDescription:
-        ns = normalize_namespace(namespace)
-        self._ensure_loaded()
-        with self._rw.read():
-            data = self._ns.get(ns)
-            if data is None or not len(data):
-                raise NotFound(f"namespace {namespace!r} not found in index {self.name!r}")
-            return models.NamespaceDescription(name=ns or DEFAULT_NAMESPACE_ALIAS, record_count=len(data))
 
     def snapshot(self) -> Snapshot:
         """An exact, isolated read view for export; close it when done."""

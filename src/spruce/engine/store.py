@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS records_ns_id ON records (ns, id);
 CREATE TABLE IF NOT EXISTS markers (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS namespaces (name TEXT PRIMARY KEY, schema TEXT, created_at TEXT NOT NULL);
 """
 
 _UPDATE = ("DO UPDATE SET dense=excluded.dense, sp_idx=excluded.sp_idx, "
@@ -61,10 +62,26 @@ INSERT_IGNORE_BATCH_SQL = _BATCH_SQL.format("DO NOTHING")
 
 def migrate(conn: sqlite3.Connection) -> None:
     """Bring an index written by an older spruce up to this schema (records.seq: which write
-    transaction last wrote each record; 0 for records written before it existed)."""
+    transaction last wrote each record; 0 for records written before it existed. namespaces:
+    one row per namespace, see engine/namespaces.py; an older index gets a row for each namespace
+    holding records, which is every namespace it had)."""
     cols = {row[1] for row in conn.execute("PRAGMA table_info(records)")}
     if "seq" not in cols:
         conn.execute("ALTER TABLE records ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'namespaces'").fetchone():
+        return
+    # not a data write: the sequence number stays, so no job sees it as someone else's write
+    at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("CREATE TABLE IF NOT EXISTS namespaces "
+                     "(name TEXT PRIMARY KEY, schema TEXT, created_at TEXT NOT NULL)")
+        conn.execute("INSERT OR IGNORE INTO namespaces (name, schema, created_at) "
+                     "SELECT DISTINCT ns, NULL, ? FROM records", (at,))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def connect(path: str, *, durability: str = "process") -> sqlite3.Connection:

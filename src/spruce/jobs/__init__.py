@@ -62,14 +62,19 @@ def start_export(engine: Engine, index: str, storage_path: str, *, format: str =
         if isinstance(namespaces, str):
             raise InvalidArgument("namespaces must be a list of namespace names")
         namespaces = list(dict.fromkeys(normalize_namespace(n) for n in namespaces))
-    if compression_level is not None and format == "jsonl.gz" and not (
-            isinstance(compression_level, int) and 0 <= compression_level <= 3):
+    if compression_level is not None and format == "parquet":
+        raise InvalidArgument("compression_level applies to jsonl.gz only: Parquet parts are written with "
+                              "snappy, which has no levels")
+    if compression_level is not None and not (
+            isinstance(compression_level, int) and not isinstance(compression_level, bool)
+            and 0 <= compression_level <= 3):
         raise InvalidArgument(f"compression_level for jsonl.gz must be an integer from 0 to 3 (isal's levels), "
                               f"got {compression_level!r}")
     for name, v in (("part_max_bytes", part_max_bytes), ("part_max_records", part_max_records)):
         if v is not None and (not isinstance(v, int) or v < 1):
             raise InvalidArgument(f"{name} must be a positive integer, got {v!r}")
     store = open_store(storage_path, **dict(storage_options or {}))
+    _check_local_destination(store)
     storage, secrets = split_storage_options(storage_options)
     state = JobState(
         id=new_job_id("export"), kind="export", index=index, uri=store.uri,
@@ -81,6 +86,22 @@ def start_export(engine: Engine, index: str, storage_path: str, *, format: str =
         },
     )
     return (manager or jobs_for(engine)).submit(state, sync=sync, run=run, secrets=secrets)
+
+
+def _check_local_destination(store: Any) -> None:
+    """A local export folder that is a file, or cannot be created, is refused before any job."""
+    import os
+
+    root = store.local_path("")
+    if root is None:
+        return
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise InvalidArgument(f"{root} is a file; export to a folder (it is created when missing)")
+    try:
+        os.makedirs(root, exist_ok=True)
+    except OSError as exc:
+        raise InvalidArgument(f"cannot create the export folder {exc.filename or root}: "
+                              f"{exc.strerror or exc}") from None
 
 
 def start_import(engine: Engine, index: str, uri: str, *, on_conflict: str = "overwrite",

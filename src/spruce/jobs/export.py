@@ -20,6 +20,7 @@ from spruce.errors import (
     ArchiveIncomplete,
     IntegrityError,
     InvalidArgument,
+    NotAnArchive,
     NotFound,
     SpruceError,
 )
@@ -124,7 +125,10 @@ def _run(ctx: JobContext, store: Any) -> None:
         )
         writer.begin()
         try:
+            schemas = snap.schemas()
             for ns in counts:
+                # every selected namespace is listed, empty or filtered out, with its schema
+                writer.add_namespace(ns, schema=schemas.get(ns))
                 # the snapshot is read a batch or two ahead (SQLite releases the GIL), so reading
                 # overlaps encoding
                 batches = Prefetch(name="spruce-export-read", make=lambda ns=ns: snap.iter_batches(
@@ -159,9 +163,11 @@ def _run(ctx: JobContext, store: Any) -> None:
 
 def _already_committed(store: Any, export_id: str) -> bool:
     """A crash between the manifest's commit and the job's own save: the archive is whole."""
+    if not store.exists("manifest.json"):
+        return False
     try:
         return ArchiveReader(store).manifest.export_id == export_id
-    except (ArchiveIncomplete, IntegrityError, FileNotFoundError):
+    except (ArchiveIncomplete, IntegrityError, FileNotFoundError, NotFound, NotAnArchive):
         return False
 
 

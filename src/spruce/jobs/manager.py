@@ -283,6 +283,10 @@ class JobManager:
             s.status = FAILED
             s.error = str(exc)
             ctx.failure = exc
+        except OSError as exc:  # the file system said no: name the path and the cause
+            s.status = FAILED
+            s.error = describe_os_error(exc)
+            ctx.failure = SpruceError(s.error)
         except Exception as exc:  # a bug: still fail the job visibly, never leave it InProgress
             s.status = FAILED
             s.error = f"internal error: {type(exc).__name__}: {exc}"
@@ -442,6 +446,14 @@ class JobManager:
             threads = list(self._threads.values())
         for t in threads:
             t.join(timeout=timeout)
+
+
+def describe_os_error(exc: OSError) -> str:
+    """"PATH: cause" for an OSError, e.g. "/tmp/x/manifest.json: Not a directory"."""
+    cause = exc.strerror or type(exc).__name__
+    if exc.filename is None:
+        return f"{cause}: {exc}" if str(exc) != cause else cause
+    return f"{exc.filename}: {cause}"
 
 
 def describe_public(state: JobState) -> dict[str, Any]:

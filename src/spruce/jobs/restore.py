@@ -49,6 +49,7 @@ def run_import(ctx: JobContext) -> None:
             opts["created_index"] = True  # persisted, so a resumed attempt still knows
         index = _target_index(ctx, source)
         _apply(ctx, source, index, nsmap, on_conflict, error_mode, preflight)
+        _restore_namespaces(ctx, source, index, nsmap)  # empty namespaces and schemas, after the records
         index.mark_ready(s.id)  # an index this job created was Initializing until now
     except (JobCancelled, SpruceError, ValidationError) as exc:
         # A cancelled or failed restore leaves the target as it found it when it created the
@@ -231,6 +232,9 @@ def _apply(ctx: JobContext, source: Any, index: Any, nsmap: dict[str, str], on_c
                 rejects = [{"file": entry.path or where, "line": None, "record": None, "id": None, "field": None,
                             "reason": f"whole file skipped: {exc}"}]
                 skipped = (entry.records or 1) - 1  # the file's records count as rejected, not its one entry
+                note = f"{_with_file(str(exc), entry.path, where)}: the whole file was skipped (error mode continue)"
+                if note not in s.notes:
+                    s.notes.append(note)
                 with index.transaction() as tx:
                     tx.set_marker(f"{prefix}file:{i}", {"records": 0, "rejected": skipped + 1, "skipped": True,
                                                         "seq": tx.seq})
@@ -255,6 +259,40 @@ def _apply(ctx: JobContext, source: Any, index: Any, nsmap: dict[str, str], on_c
 def _own_seqs(markers: dict[str, Any]) -> list[int]:
     """The sequence numbers of the transactions this job committed (each marker records its own)."""
     return [m["seq"] for m in markers.values() if isinstance(m, dict) and isinstance(m.get("seq"), int)]
+
+
+def _restore_namespaces(ctx: JobContext, source: Any, index: Any, nsmap: dict[str, str]) -> None:
+    """Recreate what records cannot: the archive's empty namespaces, and its metadata schemas.
+
+    Runs after every file committed, so a restore that is refused or fails earlier leaves no
+    empty namespace behind. One transaction with a marker of its own: a resumed job does not repeat
+    it, and its sequence number counts as the job's own write (resume_check, _foreign_writes).
+    A namespace the target already has keeps its own schema (a note says when the archive's
+    differs); one without a schema takes the archive's. Nothing is written when nothing is missing.
+    """
+    s = ctx.state
+    key = f"import:{s.id}:namespaces"
+    if source.manifest is None or index.get_marker(key):
+        return
+    wanted: dict[str, dict[str, Any] | None] = {}
+    for entry in source.manifest.namespaces:
+        target = nsmap.get(entry.name, entry.name)
+        if wanted.get(target) is None:  # two namespaces mapped into one: the first schema wins
+            wanted[target] = entry.schema
+    todo: dict[str, dict[str, Any] | None] = {}
+    for name, schema in wanted.items():
+        row = index.namespace_row(name)
+        if row is None or (row.schema is None and schema is not None):
+            todo[name] = schema
+        elif schema is not None and row.schema != schema:
+            s.notes.append(f"namespace {name or DEFAULT_NAMESPACE_ALIAS!r} kept its own metadata schema "
+                           f"{row.schema}; the archive's was {schema}")
+    if not todo:
+        return
+    with index.transaction() as tx:
+        for name, schema in todo.items():
+            tx.restore_namespace(name, schema)
+        tx.set_marker(key, {"seq": tx.seq})
 
 
 def resume_check(manager: Any, s: Any) -> str | None:

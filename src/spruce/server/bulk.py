@@ -132,7 +132,7 @@ def import_model(state: JobState) -> dict[str, Any]:
         "recordsTotal": state.records_total, "bytesRead": state.bytes_done, "filesDone": state.files_done,
         "filesTotal": state.files_total, "spruceStatus": state.status, "reason": state.reason,
         "recordsSkipped": state.records_skipped, "recordsKeptNewer": state.records_kept_newer,
-        "attempts": state.attempts, "resumedAt": state.resumed_at or None,
+        "attempts": state.attempts, "resumedAt": state.resumed_at or None, "notes": state.notes or None,
     })
 
 

@@ -32,6 +32,10 @@ from spruce.errors import InvalidArgument, NotFound
 from spruce.records import Record, normalize_namespace
 from spruce.server import versions
 from spruce.server.errors import ApiError
+from spruce.server.namespaces import create as _create_namespace
+from spruce.server.namespaces import delete as _delete_namespace
+from spruce.server.namespaces import describe as _describe_namespace
+from spruce.server.namespaces import listing as _list_namespaces
 from spruce.server.responses import json_response
 from spruce.server.upsert_json import loads_upsert
 
@@ -353,28 +357,6 @@ def _fetch_by_metadata(index: Index, raw: bytes, version: str) -> Response:
     return json_response(out, version)
 
 
-def _list_namespaces(index: Index, prefix: str | None, limit: int | None, token: str | None,
-                     version: str) -> Response:
-    result = index.list_namespaces(prefix=prefix or None, limit=limit, pagination_token=token or None)
-    out: dict[str, Any] = {"namespaces": [{"name": n.name, "record_count": n.record_count}
-                                          for n in result.namespaces]}
-    if result.pagination is not None:
-        out["pagination"] = {"next": result.pagination.next}
-    if versions.at_least(version, versions.V2025_10):
-        out["total_count"] = result.total_count
-    return json_response(out, version)
-
-
-def _describe_namespace(index: Index, namespace: str, version: str) -> Response:
-    d = index.describe_namespace(namespace)
-    return json_response({"name": d.name, "record_count": d.record_count}, version)
-
-
-def _delete_namespace(index: Index, namespace: str, version: str) -> Response:
-    index.delete_namespace(namespace)
-    return json_response({}, version)
-
-
 # -- routes ---------------------------------------------------------------------
 
 
@@ -450,10 +432,11 @@ def build_router(resolve: IndexResolver, *, prefix: str = "", include_in_schema:
         return await _run(index, _list_namespaces, prefix, limit, paginationToken,
                                        versions.requested(request))
 
-    @router.post("/namespaces", summary="Create a namespace (not supported)", tags=["Namespaces"])
-    async def create_namespace(index: IndexOpener = IndexDep) -> Response:
-        raise ApiError(501, "UNIMPLEMENTED",
-                       "namespaces are created by upserting into them; empty namespaces are not kept")
+    @router.post("/namespaces", summary="Create a namespace, optionally with a metadata schema",
+                 tags=["Namespaces"],
+                 openapi_extra=_doc({"name": "ns1", "schema": {"fields": {"genre": {"filterable": True}}}}))
+    async def create_namespace(request: Request, index: IndexOpener = IndexDep) -> Response:
+        return await _run(index, _create_namespace, await request.body(), versions.requested(request))
 
     @router.get("/namespaces/{namespace:path}", summary="Describe a namespace", tags=["Namespaces"])
     async def describe_namespace(request: Request, namespace: str, index: IndexOpener = IndexDep) -> Response:

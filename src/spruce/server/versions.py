@@ -67,5 +67,5 @@ def uses_schema(version: str) -> bool:
 
 def at_least(version: str, minimum: str) -> bool:
     """Whether ``version`` has what ``minimum`` introduced (2025-10: read capacity,
-    ``matchedRecords``, namespaces' ``total_count``)."""
+    ``matchedRecords``, namespaces' ``total_count``, ``schema`` and ``indexed_fields``)."""
     return version >= minimum
