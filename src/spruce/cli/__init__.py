@@ -29,6 +29,14 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from spruce import __version__
+
+        print(f"spruce {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
@@ -39,6 +47,8 @@ def _root(
                              "it instead of --data. (`spruce serve` takes its bind address as --bind.)"),
     api_key: str = typer.Option(None, "--api-key", envvar="SPRUCE_API_KEY",
                                 help="API key of the server given by --host (prefer SPRUCE_API_KEY)."),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print spruce's version and exit."),
 ) -> None:
     def on_command_line(name: str) -> bool:
         source = ctx.get_parameter_source(name)
@@ -66,8 +76,13 @@ from spruce.cli import download as _download  # noqa: E402, F401  (registers `sp
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; expected errors become one line on stderr and exit code 1."""
+    from spruce.cli.shape import hoist_globals, polish
+
+    command = typer.main.get_command(app)
+    polish(command)
     try:
-        app(args=argv, standalone_mode=True)
+        command.main(args=hoist_globals(sys.argv[1:] if argv is None else argv), prog_name="spruce",
+                     standalone_mode=True)
     except SpruceError as exc:
         fail(str(exc))
     except KeyboardInterrupt:

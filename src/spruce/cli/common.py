@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -28,8 +29,30 @@ class GlobalOptions:
     api_key: str | None = None
 
 
+#: The Python spellings that lower layers put in messages, and the flag a CLI user types instead.
+_CLI_WORDS = (
+    (re.compile(r"\s*\((?:allow_metric_change|overwrite|supersede)=True\)"), ""),
+    (re.compile(r"pass (\w+)=True \((--[\w-]+)\)"), r"pass \2"),
+    (re.compile(r"\b(overwrite|supersede|allow_metric_change|allow_remote)=True\b"),
+     lambda m: "--" + m.group(1).replace("_", "-")),
+    (re.compile(r"\bpass allow_remote\b"), "pass --allow-remote"),
+    (re.compile(r"\bpass (dimension|metric|namespace)=(?=\W|$)"), r"pass --\1"),
+    (re.compile(r"\(on_conflict='(\w+)'\)"), r"(--on-conflict \1)"),
+    (re.compile(r"\bon_conflict='(\w+)'"), r"--on-conflict \1"),
+    (re.compile(r"\berror_mode='(\w+)'"), r"--error-mode \1"),
+)
+
+
+def cli_words(message: str) -> str:
+    """A lower layer's message in the CLI's terms: ``--overwrite``, not ``overwrite=True``."""
+    for pattern, repl in _CLI_WORDS:
+        message = pattern.sub(repl, message)
+    return message
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    """One line on stderr, in the CLI's words, and the exit code (1: failure, 2: usage)."""
+    err_console.print(f"[bold red]error:[/] {escape(cli_words(message))}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 
@@ -81,6 +104,16 @@ def emit_table(columns: Sequence[str], rows: Iterable[Sequence[str]], *, fold: S
     console.print(table)
 
 
+def emit_json(doc: Any) -> None:
+    """Print one JSON document on stdout for ``--json`` (keys are documented in the README)."""
+    sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+JSON_HELP = "Print one JSON document on stdout instead of text (keys: see README, \"Scripting\")."
+QUIET_HELP = "No progress bar; only the final summary (or --json) is printed."
+
+
 def parse_json_option(value: str | None, name: str) -> Any:
     if value is None:
         return None
@@ -116,7 +149,7 @@ def detach(c: Any, job_id: str) -> None:
         )
 
 
-def launch(c: Any, start_remote: Any, start_local: Any, *, no_wait: bool) -> str | None:
+def launch(c: Any, start_remote: Any, start_local: Any, *, no_wait: bool, as_json: bool = False) -> str | None:
     """Start a job and return its id to follow, or print the id and return None for --no-wait.
 
     With --host the server runs the job (``start_remote()`` returns its id; None for jobs that
@@ -130,6 +163,9 @@ def launch(c: Any, start_remote: Any, start_local: Any, *, no_wait: bool) -> str
         if no_wait:
             detach(c, job_id)
     if no_wait:
-        console.print(job_id)
+        if as_json:
+            emit_json({"id": job_id})
+        else:
+            print(job_id)
         return None
     return job_id

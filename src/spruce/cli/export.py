@@ -7,8 +7,17 @@ import time
 import typer
 
 from spruce import jobs
-from spruce.cli.common import client, console, fail, launch, parse_json_option
-from spruce.cli.progress import follow_to_completion
+from spruce.cli.common import (
+    JSON_HELP,
+    QUIET_HELP,
+    client,
+    console,
+    emit_json,
+    fail,
+    launch,
+    parse_json_option,
+)
+from spruce.cli.progress import check_completed, follow
 
 HELP = """Export INDEX to DEST (a folder, file:// URI, or s3:// gs:// az:// URI).
 
@@ -31,22 +40,27 @@ def export(
     ctx: typer.Context,
     index: str = typer.Argument(..., help="Index to export."),
     dest: str = typer.Argument(..., help="Destination folder or storage URI."),
-    format: str = typer.Option("jsonl.gz", "--format", "-f", help="jsonl.gz or parquet (Pinecone import layout)."),
+    format: str = typer.Option("jsonl.gz", "--format", "-f", metavar="jsonl.gz|jsonl|parquet",
+                               help="jsonl.gz (gzip), jsonl (uncompressed) or parquet (Pinecone's import layout)."),
     namespace: list[str] = typer.Option(None, "--namespace", "-n",
                                         help="Export only this namespace (repeatable; __default__ is the default)."),
     filter: str = typer.Option(None, "--filter", help="Export only records matching this metadata filter (JSON)."),
-    compression_level: int = typer.Option(None, "--compression-level", min=0, max=9, help="gzip level 0-3 (isal) for jsonl.gz."),
+    compression_level: int = typer.Option(None, "--compression-level", min=0, max=3,
+                                          help="jsonl.gz only: gzip level 0-3 (isal's levels; default 1). "
+                                          "jsonl is uncompressed and parquet uses snappy, which has no levels."),
     part_size_mb: int = typer.Option(None, "--part-size-mb", min=1, help="Roll parts over at about this size."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an archive already at DEST."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Start the job and return its id at once."),
     endpoint_url: str = typer.Option(None, "--endpoint-url", envvar="AWS_ENDPOINT_URL",
                                      help="S3-compatible endpoint (MinIO, SeaweedFS, R2, Ceph)."),
-    source: str = typer.Option("spruce", "--from", help="spruce (this data folder) or pinecone (the Pinecone "
+    source: str = typer.Option("spruce", "--from", metavar="spruce|pinecone", help="spruce (this data folder) or pinecone (the Pinecone "
                                "API; key from PINECONE_API_KEY)."),
     pinecone_host: str = typer.Option(None, "--pinecone-host", help="With --from pinecone: the control-plane "
                                       "URL (default Pinecone's own, https://api.pinecone.io)."),
     verify_after: bool = typer.Option(False, "--verify-after", help="With --from pinecone: list every id again "
                                       "at the end; commit only if it matches the archive."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     if source == "pinecone":
         if filter or compression_level is not None or part_size_mb:
@@ -54,13 +68,15 @@ def export(
                                      "available with --from pinecone", param_hint="--from")
         _from_pinecone(ctx, index, dest, format=format, namespace=namespace, pinecone_host=pinecone_host,
                        verify_after=verify_after, overwrite=overwrite, endpoint_url=endpoint_url,
-                       no_wait=no_wait)
+                       no_wait=no_wait, quiet=quiet, as_json=as_json)
         return
     if source != "spruce" or pinecone_host or verify_after:
         raise typer.BadParameter("--from must be spruce or pinecone; --pinecone-host and --verify-after go "
                                  "with --from pinecone", param_hint="--from")
     if format not in jobs.FORMATS:
         raise typer.BadParameter(f"must be one of {', '.join(jobs.FORMATS)}, not {format!r}", param_hint="--format")
+    if compression_level is not None and format != "jsonl.gz":
+        raise typer.BadParameter(f"applies to --format jsonl.gz only, not {format}", param_hint="--compression-level")
     c = client(ctx)
     storage = {"endpoint_url": endpoint_url} if endpoint_url and dest.startswith("s3://") else None
     t0 = time.perf_counter()
@@ -71,11 +87,16 @@ def export(
         c, lambda: c.Index(index).export_index(dest, sync=False, **options).export_id,
         lambda run: jobs.start_export(c.engine, index, dest, storage_options=storage, sync=False,
                                       manager=c.jobs, run=run, **options),
-        no_wait=no_wait)
+        no_wait=no_wait, as_json=as_json)
     if job_id is None:
         return
-    d = follow_to_completion(c.describe_export, c.cancel_export, job_id, what="export", label=f"export {index}",
-                             done_attr="records_exported", bytes_attr="bytes_written")
+    d = follow(c.describe_export, c.cancel_export, job_id, label=f"export {index}",
+               done_attr="records_exported", bytes_attr="bytes_written", quiet=quiet or as_json)
+    if as_json:
+        emit_json(c.jobs.describe(job_id).public())
+    check_completed(d, "export", job_id)
+    if as_json:
+        return
     secs = time.perf_counter() - t0
     console.print(f"exported [bold]{d.records_exported:,}[/] records, {d.bytes_written / 1e6:,.1f} MB "
                   f"in {secs:.1f}s ({d.records_exported / max(secs, 1e-9):,.0f} records/s) to {d.uri}")
@@ -84,7 +105,7 @@ def export(
 
 def _from_pinecone(ctx: typer.Context, index: str, dest: str, *, format: str, namespace: list[str] | None,
                    pinecone_host: str | None, verify_after: bool, overwrite: bool, endpoint_url: str | None,
-                   no_wait: bool) -> None:
+                   no_wait: bool, quiet: bool, as_json: bool) -> None:
     """A "remote-export" job: listed by ``spruce jobs list``, followed with the usual progress bar.
     With --no-wait a detached worker runs it, taking the key from the environment it inherits."""
     import os
@@ -101,11 +122,17 @@ def _from_pinecone(ctx: typer.Context, index: str, dest: str, *, format: str, na
     t0 = time.perf_counter()
     job_id = launch(c, None, lambda run: remote.start_remote_export(
         c.jobs, index, dest, api_key=key, host=pinecone_host, namespaces=namespace or None, format=format,
-        storage_options=storage, verify_after=verify_after, overwrite=overwrite, run=run), no_wait=no_wait)
+        storage_options=storage, verify_after=verify_after, overwrite=overwrite, run=run), no_wait=no_wait,
+        as_json=as_json)
     if job_id is None:
         return
-    d = follow_to_completion(c.jobs.describe, c.jobs.cancel, job_id, what="export",
-                             label=f"export {index} (pinecone)", done_attr="records_done", bytes_attr="bytes_done")
+    d = follow(c.jobs.describe, c.jobs.cancel, job_id, label=f"export {index} (pinecone)",
+               done_attr="records_done", bytes_attr="bytes_done", quiet=quiet or as_json)
+    if as_json:
+        emit_json(d.public())
+    check_completed(d, "export", job_id)
+    if as_json:
+        return
     secs = time.perf_counter() - t0
     console.print(f"exported [bold]{d.records_done:,}[/] records, {d.bytes_done / 1e6:,.1f} MB in {secs:.1f}s "
                   f"({d.records_done / max(secs, 1e-9):,.0f} records/s) from {index} to {d.uri}")

@@ -2,38 +2,56 @@
 
 from __future__ import annotations
 
+import sys
+from enum import StrEnum
+
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from spruce.cli.common import client, console, emit_table
+from spruce.cli.common import JSON_HELP, client, console, emit_json, emit_table
 
 app = typer.Typer(help="Create, list, describe, configure and delete indexes.", no_args_is_help=True)
+
+
+class Protection(StrEnum):
+    enabled = "enabled"
+    disabled = "disabled"
 
 
 @app.command("create")
 def create(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="1-45 characters of a-z, 0-9 and '-'."),
-    dimension: int = typer.Option(None, "--dimension", "-d", help="Dense dimension (1-20000)."),
-    metric: str = typer.Option(None, "--metric", "-m", help="cosine, euclidean or dotproduct."),
-    vector_type: str = typer.Option("dense", "--vector-type", help="dense, or sparse (needs dotproduct)."),
+    name: str = typer.Argument(..., metavar="INDEX", help="1-45 characters of a-z, 0-9 and '-'."),
+    dimension: int = typer.Option(None, "--dimension", "-d", min=1, max=20000, help="Dense dimension (1-20000)."),
+    metric: str = typer.Option(None, "--metric", "-m", metavar="cosine|euclidean|dotproduct",
+                               help="Similarity metric (default cosine; dotproduct for sparse)."),
+    vector_type: str = typer.Option("dense", "--vector-type", metavar="dense|sparse",
+                                    help="dense, or sparse (needs dotproduct)."),
     deletion_protection: bool = typer.Option(False, "--deletion-protection",
                                              help="Refuse deletion until disabled."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Create an index. It appears whole or not at all."""
     c = client(ctx)
     model = c.create_index(name, dimension=dimension, metric=metric, vector_type=vector_type,
                            deletion_protection="enabled" if deletion_protection else "disabled")
-    console.print(f"created index [bold]{model.name}[/] ({model.vector_type}, dimension "
+    if as_json:
+        emit_json(model.to_dict())
+        return
+    console.print(f"created index [bold]{escape(model.name)}[/] ({model.vector_type}, dimension "
                   f"{model.dimension}, {model.metric})")
 
 
 @app.command("list")
-def list_(ctx: typer.Context) -> None:
+def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """List indexes."""
+    models = list(client(ctx).list_indexes())
+    if as_json:
+        emit_json({"indexes": [m.to_dict() for m in models]})
+        return
     rows = [(m.name, state_text(m.status), str(m.dimension), m.metric, m.vector_type, m.deletion_protection)
-            for m in client(ctx).list_indexes()]
+            for m in models]
     emit_table(("name", "state", "dimension", "metric", "vector type", "deletion protection"), rows)
 
 
@@ -45,9 +63,13 @@ def state_text(status: object) -> str:
 
 
 @app.command("describe")
-def describe(ctx: typer.Context, name: str) -> None:
+def describe(ctx: typer.Context, name: str = typer.Argument(..., metavar="INDEX"),
+             as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Show an index's configuration."""
     m = client(ctx).describe_index(name)
+    if as_json:
+        emit_json(m.to_dict())
+        return
     table = Table("field", "value", show_header=False)
     for k, v in m.to_dict().items():
         table.add_row(k, escape(str(v)))
@@ -57,9 +79,10 @@ def describe(ctx: typer.Context, name: str) -> None:
 @app.command("configure")
 def configure(
     ctx: typer.Context,
-    name: str,
-    deletion_protection: str = typer.Option(None, "--deletion-protection", help="enabled or disabled."),
-    tag: list[str] = typer.Option(None, "--tag", help="KEY=VALUE; an empty VALUE removes the tag."),
+    name: str = typer.Argument(..., metavar="INDEX"),
+    deletion_protection: Protection = typer.Option(None, "--deletion-protection", help="enabled or disabled."),
+    tag: list[str] = typer.Option(None, "--tag", metavar="KEY=VALUE", help="Set a tag; an empty VALUE removes "
+                                  "it (repeatable)."),
 ) -> None:
     """Change deletion protection or tags."""
     tags = None
@@ -70,12 +93,25 @@ def configure(
                 raise typer.BadParameter(f"{t!r} is not KEY=VALUE", param_hint="--tag")
             k, v = t.split("=", 1)
             tags[k] = v
-    client(ctx).configure_index(name, deletion_protection=deletion_protection, tags=tags)
-    console.print(f"configured index [bold]{name}[/]")
+    client(ctx).configure_index(name, deletion_protection=deletion_protection.value if deletion_protection else None,
+                                tags=tags)
+    console.print(f"configured index [bold]{escape(name)}[/]")
 
 
 @app.command("delete")
-def delete(ctx: typer.Context, name: str) -> None:
-    """Delete an index and all its records. Refused while deletion protection is enabled."""
+def delete(ctx: typer.Context, name: str = typer.Argument(..., metavar="INDEX"),
+           yes: bool = typer.Option(False, "--yes", "-y", help="Delete without asking (required when "
+                                    "not run on a terminal).")) -> None:
+    """Delete an index and all its records. Refused while deletion protection is enabled.
+
+    Asks first on a terminal; a script must pass --yes. Nothing else is touched: archives
+    and backups of the index stay where they are."""
+    if not yes:
+        if not sys.stdin.isatty():
+            raise typer.BadParameter("deleting an index cannot be undone: pass --yes to confirm "
+                                     "(no terminal to ask on)", param_hint="--yes")
+        if not typer.confirm(f"Delete index {name!r} and all its records?", default=False):
+            console.print("nothing deleted")
+            raise typer.Exit(1)
     client(ctx).delete_index(name)
-    console.print(f"deleted index [bold]{name}[/]")
+    console.print(f"deleted index [bold]{escape(name)}[/]")

@@ -10,8 +10,17 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from spruce.cli.common import GlobalOptions, client, console, emit_table
-from spruce.cli.progress import follow_to_completion
+from spruce.cli.common import (
+    JSON_HELP,
+    QUIET_HELP,
+    GlobalOptions,
+    client,
+    console,
+    emit_json,
+    emit_table,
+    fail,
+)
+from spruce.cli.progress import check_completed, follow
 from spruce.jobs.state import JobStore
 
 app = typer.Typer(help="List, show, cancel and resume export and import jobs.", no_args_is_help=True)
@@ -48,6 +57,15 @@ def _status(c: Any, s: Any) -> str:
     return s.status
 
 
+def _public(c: Any, s: Any) -> dict[str, Any]:
+    """A job's public dict, plus ``running``: whether a process is working on it now (null when
+    another process owns the data folder and this one cannot tell)."""
+    d = s.public()
+    if s.status in ("InProgress", "Pending"):
+        d["running"] = None if c is None else bool(getattr(c.jobs, "is_active", lambda _id: True)(s.id))
+    return d
+
+
 def _statuses(values: list[str] | None) -> set[str] | None:
     from spruce.errors import InvalidArgument
     from spruce.jobs.state import normalize_status
@@ -78,14 +96,18 @@ STATUS_HELP = ("Only jobs in this status (repeatable): Pending, InProgress, Inte
 def list_(ctx: typer.Context,
           status: list[str] = typer.Option(None, "--status", help=STATUS_HELP),
           kind: list[str] = typer.Option(None, "--kind", help="Only jobs of this kind (repeatable): export, "
-                                         "import, remote-export, remote-import.")) -> None:
+                                         "import, remote-export, remote-import."),
+          as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """List jobs, oldest first. An interrupted job shows why it stopped and how to resume it."""
     wanted = _statuses(status)
     c, store = _open(ctx)
+    picked = [s for s in (c.jobs.list() if c is not None else store.all())
+              if (wanted is None or s.status in wanted) and (not kind or s.kind in kind)]
+    if as_json:
+        emit_json({"jobs": [_public(c, s) for s in picked]})
+        return
     rows = [(s.id, s.kind, s.index, _status(c, s), f"{s.percent_complete:.0f}", f"{s.records_done:,}",
-             s.created_at, s.uri)
-            for s in (c.jobs.list() if c is not None else store.all())
-            if (wanted is None or s.status in wanted) and (not kind or s.kind in kind)]
+             s.created_at, s.uri) for s in picked]
     emit_table(("id", "kind", "index", "status", "%", "records", "created", "uri"), rows, fold=("status",))
 
 
@@ -129,10 +151,16 @@ def prune(ctx: typer.Context,
 
 
 @app.command("show")
-def show(ctx: typer.Context, job_id: str) -> None:
-    """Show one job's full status."""
+def show(ctx: typer.Context, job_id: str = typer.Argument(..., metavar="JOB"),
+         as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Show one job's full status. Exits 1 if the job failed."""
     c, store = _open(ctx)
     s = c.jobs.describe(job_id) if c is not None else store.load(job_id)
+    if as_json:
+        emit_json(_public(c, s))
+        if s.status == "Failed":
+            raise typer.Exit(1)
+        return
     table = Table("field", "value", show_header=False)
     for k, v in s.public().items():
         table.add_row(k, _status(c, s) if k == "status" else str(v))
@@ -142,15 +170,19 @@ def show(ctx: typer.Context, job_id: str) -> None:
 
 
 @app.command("cancel")
-def cancel(ctx: typer.Context, job_id: str) -> None:
-    """Cancel a job. An export leaves no manifest; an import keeps the files it fully committed."""
+def cancel(ctx: typer.Context, job_id: str = typer.Argument(..., metavar="JOB")) -> None:
+    """Cancel a job. An export leaves no manifest and removes its parts; a restore keeps the
+    files it fully committed (and removes an index it created, unless someone else wrote to it).
+    A job that has already ended is left as it is, and the exit code is 1."""
     c, store = _open(ctx)
+    before = c.jobs.describe(job_id) if c is not None else store.load(job_id)
+    if before.terminal:
+        fail(f"job {job_id} already ended ({before.status}); nothing to cancel")
     if c is None:  # the process running it picks the request up at its next batch
         store.request_cancel(job_id)
         s = store.load(job_id)
-        console.print(f"job {job_id}: {'cancel requested' if not s.terminal else s.status}")
-        return
-    s = c.jobs.cancel(job_id)
+    else:
+        s = c.jobs.cancel(job_id)
     console.print(f"job {job_id}: {'cancel requested' if not s.terminal else s.status}")
 
 
@@ -173,8 +205,9 @@ def _client_waiting(ctx: typer.Context, seconds: float) -> Any:
 
 
 @app.command("resume")
-def resume(ctx: typer.Context, job_id: str,
-           quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+def resume(ctx: typer.Context, job_id: str = typer.Argument(..., metavar="JOB"),
+           quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+           as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
            wait_lock: float = typer.Option(0.0, "--wait-lock", hidden=True,
                                            help="Wait this many seconds for a busy data folder.")) -> None:
     """Resume an interrupted job: an export re-runs from a fresh snapshot, an import continues
@@ -187,6 +220,10 @@ def resume(ctx: typer.Context, job_id: str,
         describe, cancel_fn, attrs = c.describe_import, c.cancel_import, ("records_imported", "bytes_read")
     else:  # a connector's job kind (remote-export, remote-import): follow its raw state
         describe, cancel_fn, attrs = c.jobs.describe, c.jobs.cancel, ("records_done", "bytes_done")
-    follow_to_completion(describe, cancel_fn, job_id, what=s.kind, label=f"{s.kind} {s.index}",
-                         done_attr=attrs[0], bytes_attr=attrs[1], quiet=quiet)
-    console.print(f"{s.kind} {job_id} completed")
+    d = follow(describe, cancel_fn, job_id, label=f"{s.kind} {s.index}", done_attr=attrs[0], bytes_attr=attrs[1],
+               quiet=quiet or as_json)
+    if as_json:
+        emit_json(c.jobs.describe(job_id).public())
+    check_completed(d, s.kind, job_id)
+    if not as_json:
+        console.print(f"{s.kind} {job_id} completed")

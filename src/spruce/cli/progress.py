@@ -66,6 +66,21 @@ def follow_to_completion(describe: Any, cancel: Any, job_id: str, *, what: str, 
                          bytes_attr: str, quiet: bool = False) -> Any:
     """``follow``, then exit 1 naming the job (``what`` is its kind) unless it Completed."""
     d = follow(describe, cancel, job_id, label=label, done_attr=done_attr, bytes_attr=bytes_attr, quiet=quiet)
-    if d.status != "Completed":
-        fail(f"{what} {job_id} {d.status.lower()}: {d.error or 'no error recorded'}")
+    check_completed(d, what, job_id)
     return d
+
+
+def end_text(d: Any) -> str:
+    """Why a job ended the way it did, in words: its error, its reason, or who cancelled it."""
+    error = getattr(d, "error", None) or getattr(d, "reason", None)
+    if error:
+        return error
+    return "cancelled by the user" if d.status == "Cancelled" else "no error recorded"
+
+
+def check_completed(d: Any, what: str, job_id: str) -> None:
+    """Exit 1 naming the job (``what`` is its kind) unless it Completed."""
+    if d.status != "Completed":
+        status = d.status.lower()
+        text = end_text(d)
+        fail(f"{what} {job_id} {text}" if text.startswith(status) else f"{what} {job_id} {status}: {text}")

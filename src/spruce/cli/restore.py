@@ -7,8 +7,8 @@ import time
 import typer
 
 from spruce import jobs
-from spruce.cli.common import client, console, fail, launch
-from spruce.cli.progress import follow_to_completion
+from spruce.cli.common import JSON_HELP, QUIET_HELP, client, console, emit_json, fail, launch
+from spruce.cli.progress import check_completed, follow
 
 HELP = """Restore SRC (an archive, or your own .jsonl/.jsonl.gz/.parquet file or Pinecone-layout
 folder) into INDEX, creating it if missing and merging if present.
@@ -41,23 +41,24 @@ def restore(
     ctx: typer.Context,
     src: str = typer.Argument(..., help="Archive folder, file, or storage URI."),
     index: str = typer.Argument(..., help="Target index (created if missing)."),
-    on_conflict: str = typer.Option("overwrite", "--on-conflict", help="overwrite, skip, or fail (checked "
+    on_conflict: str = typer.Option("overwrite", "--on-conflict", metavar="overwrite|skip|fail", help="overwrite, skip, or fail (checked "
                                     "before anything is applied)."),
     namespace_map: list[str] = typer.Option(None, "--namespace-map", help="OLD=NEW (repeatable)."),
-    error_mode: str = typer.Option("abort", "--error-mode", help="abort, or continue (skip bad records and "
+    error_mode: str = typer.Option("abort", "--error-mode", metavar="abort|continue", help="abort, or continue (skip bad records and "
                                    "list them in a rejects file)."),
     namespace: str = typer.Option(None, "--namespace", "-n", help="Namespace for a single plain file."),
     dimension: int = typer.Option(None, "--dimension", "-d", help="Dimension when creating from plain files."),
-    metric: str = typer.Option(None, "--metric", "-m", help="Metric when creating the index."),
+    metric: str = typer.Option(None, "--metric", "-m", metavar="cosine|euclidean|dotproduct", help="Metric when creating the index."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Start the job and return its id at once."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar (the summary is still printed)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     supersede: bool = typer.Option(False, "--supersede", help="Cancel another restore that is writing INDEX "
                                    "(running or interrupted) first, instead of refusing."),
     allow_metric_change: bool = typer.Option(False, "--allow-metric-change", help="Restore into an existing "
                                              "index whose metric differs from the archive's (refused otherwise)."),
     endpoint_url: str = typer.Option(None, "--endpoint-url", envvar="AWS_ENDPOINT_URL",
                                      help="S3-compatible endpoint (MinIO, SeaweedFS, R2, Ceph)."),
-    target: str = typer.Option("spruce", "--to", help="spruce (this data folder) or pinecone (the Pinecone "
+    target: str = typer.Option("spruce", "--to", metavar="spruce|pinecone", help="spruce (this data folder) or pinecone (the Pinecone "
                                "API; key from PINECONE_API_KEY)."),
     pinecone_host: str = typer.Option(None, "--pinecone-host", help="With --to pinecone: the control-plane URL "
                                       "(default Pinecone's own, https://api.pinecone.io)."),
@@ -74,7 +75,7 @@ def restore(
                                      "are not available with --to pinecone", param_hint="--to")
         _to_pinecone(ctx, src, index, pinecone_host=pinecone_host, cloud=cloud, region=region,
                      bulk_import=bulk_import, integration_id=integration_id, endpoint_url=endpoint_url,
-                     no_wait=no_wait)
+                     no_wait=no_wait, quiet=quiet, as_json=as_json)
         return
     if target != "spruce" or pinecone_host or bulk_import or integration_id:
         raise typer.BadParameter("--to must be spruce or pinecone; --pinecone-host, --bulk-import and "
@@ -99,11 +100,18 @@ def restore(
         c, lambda: c.Index(index).upsert_from_file(src, sync=False, **options).import_id,
         lambda run: jobs.start_import(c.engine, index, src, sync=False, storage_options=storage,
                                       manager=c.jobs, run=run, **options),
-        no_wait=no_wait)
+        no_wait=no_wait, as_json=as_json)
     if job_id is None:
         return
-    d = follow_to_completion(c.describe_import, c.cancel_import, job_id, what="restore", label=f"restore {index}",
-                             done_attr="records_imported", bytes_attr="bytes_read", quiet=quiet)
+    d = follow(c.describe_import, c.cancel_import, job_id, label=f"restore {index}",
+               done_attr="records_imported", bytes_attr="bytes_read", quiet=quiet or as_json)
+    if as_json:
+        emit_json(c.jobs.describe(job_id).public())
+    check_completed(d, "restore", job_id)
+    if as_json:
+        if d.records_rejected:
+            raise typer.Exit(1)
+        return
     secs = time.perf_counter() - t0
     console.print(f"restored [bold]{d.records_imported:,}[/] records into {index} in {secs:.1f}s "
                   f"({d.records_imported / max(secs, 1e-9):,.0f} records/s)")
@@ -121,7 +129,8 @@ def restore(
 
 
 def _to_pinecone(ctx: typer.Context, src: str, index: str, *, pinecone_host: str | None, cloud: str, region: str,
-                 bulk_import: bool, integration_id: str | None, endpoint_url: str | None, no_wait: bool) -> None:
+                 bulk_import: bool, integration_id: str | None, endpoint_url: str | None, no_wait: bool,
+                 quiet: bool, as_json: bool) -> None:
     """A "remote-import" job: listed by ``spruce jobs list``, followed with the usual progress bar.
     With --no-wait a detached worker runs it, taking the key from the environment it inherits."""
     import os
@@ -138,11 +147,16 @@ def _to_pinecone(ctx: typer.Context, src: str, index: str, *, pinecone_host: str
     t0 = time.perf_counter()
     job_id = launch(c, None, lambda run: remote.start_remote_import(
         c.jobs, src, index, api_key=key, host=pinecone_host, cloud=cloud, region=region, bulk_import=bulk_import,
-        integration_id=integration_id, storage_options=storage, run=run), no_wait=no_wait)
+        integration_id=integration_id, storage_options=storage, run=run), no_wait=no_wait, as_json=as_json)
     if job_id is None:
         return
-    d = follow_to_completion(c.jobs.describe, c.jobs.cancel, job_id, what="restore",
-                             label=f"restore {index} (pinecone)", done_attr="records_done", bytes_attr="bytes_done")
+    d = follow(c.jobs.describe, c.jobs.cancel, job_id, label=f"restore {index} (pinecone)",
+               done_attr="records_done", bytes_attr="bytes_done", quiet=quiet or as_json)
+    if as_json:
+        emit_json(d.public())
+    check_completed(d, "restore", job_id)
+    if as_json:
+        return
     secs = time.perf_counter() - t0
     console.print(f"restored [bold]{d.records_done:,}[/] records into {index} in {secs:.1f}s "
                   f"({d.records_done / max(secs, 1e-9):,.0f} records/s)")

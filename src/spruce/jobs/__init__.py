@@ -18,7 +18,7 @@ from spruce.jobs.state import JobState, JobStatus, new_job_id
 from spruce.records import normalize_namespace, validate_index_name
 from spruce.storage import open_store
 
-FORMATS = ("jsonl.gz", "parquet")
+FORMATS = ("jsonl.gz", "jsonl", "parquet")
 #: Storage options that are secrets: kept in this process's memory only, never in job state.
 SECRET_OPTIONS = frozenset({"access_key_id", "secret_access_key", "session_token", "account_key", "sas_token"})
 ON_CONFLICT = ("overwrite", "skip", "fail")
@@ -65,6 +65,8 @@ def start_export(engine: Engine, index: str, storage_path: str, *, format: str =
     if compression_level is not None and format == "parquet":
         raise InvalidArgument("compression_level applies to jsonl.gz only: Parquet parts are written with "
                               "snappy, which has no levels")
+    if compression_level is not None and format == "jsonl":
+        raise InvalidArgument("compression_level applies to jsonl.gz only: jsonl is not compressed")
     if compression_level is not None and not (
             isinstance(compression_level, int) and not isinstance(compression_level, bool)
             and 0 <= compression_level <= 3):
