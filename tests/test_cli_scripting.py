@@ -8,11 +8,11 @@ import re
 from types import SimpleNamespace
 
 import pytest
+from tests.test_cli import failed, ok, run, usage
 
 import spruce
 from spruce.cli.progress import check_completed
 from spruce.cli.shape import hoist_globals, reflow
-from tests.test_cli import failed, ok, run, usage
 
 DIM = 4
 

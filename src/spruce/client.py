@@ -129,9 +129,9 @@ class Client:
         """A handle on an index; it may not exist yet (``upsert_from_file`` creates it)."""
         if name is None and host and host.startswith("embedded://"):
             name = host.removeprefix("embedded://")
-        if not name:
+        if name is None:
             raise TypeError("Index() needs a name")
-        validate_index_name(name)
+        validate_index_name(name)  # "" is an invalid name (InvalidArgument), not a missing argument
         return Index(self, name)
 
     # -- jobs -----------------------------------------------------------------

@@ -89,3 +89,9 @@ def main(argv: list[str] | None = None) -> None:
         fail("interrupted", code=130)
     except BrokenPipeError:
         sys.exit(1)
+    except Exception as exc:  # a bug: still one line (SPRUCE_DEBUG=1 shows the traceback)
+        import os
+
+        if os.environ.get("SPRUCE_DEBUG"):
+            raise
+        fail(f"internal error (a bug in spruce; please report it): {type(exc).__name__}: {exc}")

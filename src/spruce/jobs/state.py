@@ -139,6 +139,7 @@ class JobState:
             "attempts": self.attempts,
             "resumedAt": self.resumed_at,
             "reason": self.reason,
+            "notes": list(self.notes),
             "options": self.options,
         }
         if self.kind == "import":
