@@ -166,3 +166,17 @@ def test_errors_name_cli_flags_not_python_arguments(data, tmp_path):
         c.create_index("euclid", dimension=DIM, metric="euclidean")
     line = failed(run("--data", data, "restore", arc, "euclid"), "--allow-metric-change")
     assert "allow_metric_change" not in line
+
+
+def test_piped_output_keeps_long_paths_and_urls_whole(data, tmp_path):
+    deep = tmp_path.joinpath(*[f"level-{i:02d}-of-a-long-archive-path" for i in range(12)])
+    assert len(str(deep)) > 300  # longer than COLUMNS=250 that run() sets
+    out = ok(run("--data", data, "export", "films", str(deep)))
+    download = [ln for ln in out.splitlines() if "download:" in ln]
+    assert len(download) == 1 and download[0].endswith(f"{deep.as_uri()}/manifest.json"), out
+    job = out.split("export id ")[1].split(";")[0]
+    listed = ok(run("--data", data, "jobs", "list")).splitlines()
+    assert listed[0].split("\t")[0] == "id" and listed[1].split("\t")[0] == job
+    assert listed[1].split("\t")[-1] == deep.as_uri()
+    shown = dict(line.split("\t", 1) for line in ok(run("--data", data, "jobs", "show", job)).splitlines())
+    assert shown["id"] == job and shown["uri"] == deep.as_uri() and json.loads(shown["options"])["format"] == "jsonl.gz"

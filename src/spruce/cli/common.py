@@ -17,8 +17,10 @@ from rich.table import Table
 
 from spruce.errors import SpruceError
 
-console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: rich never breaks a line of ours; a terminal wraps it visually, and a pipe or log
+# keeps whole tokens (paths, URLs, ids) on one line
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 @dataclass
@@ -82,6 +84,25 @@ def locked_message(exc: Any) -> str:
     tail = (f"; follow its job with `spruce jobs show {exc.job}`, or wait for it to finish" if exc.job
             else "; stop it, or let one `spruce serve --data DIR` own the folder and run commands with --host URL")
     return exc.bare + tail
+
+
+def emit_fields(fields: Iterable[tuple[str, Any]], *, title: str | None = None) -> None:
+    """A record as one ``field value`` line per field: aligned (bold names) on a terminal,
+    tab-separated when piped. Each value stays one logical line, never cut or folded by us,
+    so a URL or path copies whole."""
+    rows = [(k, "" if v is None else v if isinstance(v, str) else json.dumps(v, default=str))
+            for k, v in fields]
+    if not console.is_terminal:
+        if title:
+            print(f"# {title}")
+        for k, v in rows:
+            print(f"{k}\t{v}")
+        return
+    if title:
+        console.print(f"[bold]{escape(title)}[/]")
+    width = max((len(k) for k, _ in rows), default=0)
+    for k, v in rows:
+        console.print(f"[bold]{escape(k.ljust(width))}[/]  {escape(v)}", highlight=False)
 
 
 def emit_table(columns: Sequence[str], rows: Iterable[Sequence[str]], *, fold: Sequence[str] = (),

@@ -7,9 +7,8 @@ from enum import StrEnum
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from spruce.cli.common import JSON_HELP, client, console, emit_json, emit_table
+from spruce.cli.common import JSON_HELP, client, console, emit_fields, emit_json, emit_table
 
 app = typer.Typer(help="Create, list, describe, configure and delete indexes.", no_args_is_help=True)
 
@@ -70,10 +69,7 @@ def describe(ctx: typer.Context, name: str = typer.Argument(..., metavar="INDEX"
     if as_json:
         emit_json(m.to_dict())
         return
-    table = Table("field", "value", show_header=False)
-    for k, v in m.to_dict().items():
-        table.add_row(k, escape(str(v)))
-    console.print(table)
+    emit_fields(m.to_dict().items())
 
 
 @app.command("configure")

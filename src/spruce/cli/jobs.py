@@ -8,7 +8,6 @@ from datetime import timedelta
 from typing import Any
 
 import typer
-from rich.table import Table
 
 from spruce.cli.common import (
     JSON_HELP,
@@ -16,6 +15,7 @@ from spruce.cli.common import (
     GlobalOptions,
     client,
     console,
+    emit_fields,
     emit_json,
     emit_table,
     fail,
@@ -161,10 +161,7 @@ def show(ctx: typer.Context, job_id: str = typer.Argument(..., metavar="JOB"),
         if s.status == "Failed":
             raise typer.Exit(1)
         return
-    table = Table("field", "value", show_header=False)
-    for k, v in s.public().items():
-        table.add_row(k, _status(c, s) if k == "status" else str(v))
-    console.print(table)
+    emit_fields((k, _status(c, s) if k == "status" else v) for k, v in s.public().items())
     if s.status == "Failed":
         raise typer.Exit(1)
 

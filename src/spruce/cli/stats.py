@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
-from spruce.cli.common import JSON_HELP, client, console, emit_json, parse_json_option
+from spruce.cli.common import JSON_HELP, client, emit_json, emit_table, parse_json_option
 from spruce.cli.index import state_text
 
 
@@ -31,8 +29,5 @@ def stats(
     title = f"{name}: {s.dimension or 'sparse'} {s.metric}"
     if status.state != "Ready":
         title += f" [{state_text(status)}: partial until the job completes]"
-    table = Table("namespace", "records", title=escape(title))
-    for ns, summary in s.namespaces.items():
-        table.add_row(escape(ns or "__default__"), f"{summary.vector_count:,}")
-    table.add_row("[bold]total[/]", f"[bold]{s.total_vector_count:,}[/]")
-    console.print(table)
+    rows = [(ns or "__default__", f"{summary.vector_count:,}") for ns, summary in s.namespaces.items()]
+    emit_table(("namespace", "records"), [*rows, ("total", f"{s.total_vector_count:,}")], title=title)
