@@ -11,7 +11,7 @@ AZURITE := $(TOOLS)/node_modules/.bin/azurite-blob
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,connectors]"
 	touch $(STAMP)
 
 # Azurite (Azure Blob emulator) for the az:// tests; skipped only where npm is missing.

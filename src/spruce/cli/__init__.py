@@ -71,6 +71,9 @@ app.add_typer(jobs_cmds.app, name="jobs")
 app.command("verify", help=verify_cmds.VERIFY_HELP)(verify_cmds.verify)
 app.command("inspect")(verify_cmds.inspect)
 app.command("serve", help=serve_cmds.HELP)(serve_cmds.serve)
+from spruce.cli import copy as _copy  # noqa: E402
+
+app.command("copy", help=_copy.HELP)(_copy.copy)
 from spruce.cli import download as _download  # noqa: E402, F401  (registers `spruce download`)
 
 

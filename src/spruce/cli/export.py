@@ -70,6 +70,10 @@ def export(
                        verify_after=verify_after, overwrite=overwrite, endpoint_url=endpoint_url,
                        no_wait=no_wait, quiet=quiet, as_json=as_json)
         return
+    if _connector(index):  # another engine's collection: a copy job into the archive
+        _from_connector(ctx, index, dest, format=format, overwrite=overwrite, namespace=namespace, no_wait=no_wait,
+                        quiet=quiet, as_json=as_json)
+        return
     if source != "spruce" or pinecone_host or verify_after:
         raise typer.BadParameter("--from must be spruce or pinecone; --pinecone-host and --verify-after go "
                                  "with --from pinecone", param_hint="--from")
@@ -101,6 +105,29 @@ def export(
     console.print(f"exported [bold]{d.records_exported:,}[/] records, {d.bytes_written / 1e6:,.1f} MB "
                   f"in {secs:.1f}s ({d.records_exported / max(secs, 1e-9):,.0f} records/s) to {d.uri}")
     console.print(f"export id {d.export_id}; download: {d.download_url}")
+
+
+def _connector(spec: str) -> bool:
+    from spruce.sources.registry import scheme_of
+
+    return scheme_of(spec) is not None
+
+
+def _from_connector(ctx: typer.Context, src: str, dest: str, *, format: str, overwrite: bool,
+                    namespace: list[str] | None, no_wait: bool, quiet: bool, as_json: bool) -> None:
+    from spruce.cli.copy import run_copy_to_end
+    from spruce.sources.copy import start_copy
+
+    c = client(ctx)
+    if getattr(c, "remote", False):
+        fail("an export from another engine runs in this process: drop --host")
+    t0 = time.perf_counter()
+    nss = [("" if n == "__default__" else n) for n in namespace] if namespace else None
+    job_id = launch(c, None, lambda run: start_copy(c.engine, src, dest, format=format, overwrite=overwrite,
+                                                     namespaces=nss, manager=c.jobs, run=run),
+                    no_wait=no_wait, as_json=as_json)
+    if job_id is not None:
+        run_copy_to_end(c, job_id, f"export {src}", quiet=quiet, as_json=as_json, t0=t0)
 
 
 def _from_pinecone(ctx: typer.Context, index: str, dest: str, *, format: str, namespace: list[str] | None,

@@ -54,6 +54,8 @@ def restore(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     supersede: bool = typer.Option(False, "--supersede", help="Cancel another restore that is writing INDEX "
                                    "(running or interrupted) first, instead of refusing."),
+    allow_lossy: bool = typer.Option(False, "--allow-lossy", help="INDEX is another engine's collection: convert "
+                                     "what it cannot hold (docs/CONNECTORS.md) instead of refusing."),
     allow_metric_change: bool = typer.Option(False, "--allow-metric-change", help="Restore into an existing "
                                              "index whose metric differs from the archive's (refused otherwise)."),
     endpoint_url: str = typer.Option(None, "--endpoint-url", envvar="AWS_ENDPOINT_URL",
@@ -76,6 +78,21 @@ def restore(
         _to_pinecone(ctx, src, index, pinecone_host=pinecone_host, cloud=cloud, region=region,
                      bulk_import=bulk_import, integration_id=integration_id, endpoint_url=endpoint_url,
                      no_wait=no_wait, quiet=quiet, as_json=as_json)
+        return
+    from spruce.sources.registry import scheme_of
+
+    if scheme_of(index) is not None:  # another engine's collection: a copy job from the archive
+        from spruce.cli.copy import run_copy_to_end
+        from spruce.sources.copy import start_copy
+
+        c = client(ctx)
+        if getattr(c, "remote", False):
+            fail("a restore into another engine runs in this process: drop --host")
+        t0 = time.perf_counter()
+        job_id = launch(c, None, lambda run: start_copy(c.engine, src, index, allow_lossy=allow_lossy,
+                                                         manager=c.jobs, run=run), no_wait=no_wait, as_json=as_json)
+        if job_id is not None:
+            run_copy_to_end(c, job_id, f"restore {index}", quiet=quiet, as_json=as_json, t0=t0)
         return
     if target != "spruce" or pinecone_host or bulk_import or integration_id:
         raise typer.BadParameter("--to must be spruce or pinecone; --pinecone-host, --bulk-import and "

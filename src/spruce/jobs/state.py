@@ -66,7 +66,8 @@ def now() -> str:
 
 
 def new_job_id(kind: str) -> str:
-    return f"{'exp' if kind == 'export' else 'imp'}-{datetime.now(UTC):%Y%m%d%H%M%S}-{secrets.token_hex(4)}"
+    prefix = {"export": "exp", "copy": "cpy"}.get(kind, "imp")
+    return f"{prefix}-{datetime.now(UTC):%Y%m%d%H%M%S}-{secrets.token_hex(4)}"
 
 
 @dataclass
@@ -110,6 +111,9 @@ class JobState:
     cancel_requested: bool = False
     rejects_path: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: Copies: per namespace, the source cursor after the last committed page, records copied,
+    #: and the target's counts then (a resume compares them: see spruce.sources.copy).
+    checkpoint: dict[str, Any] = field(default_factory=dict)
 
     @property
     def terminal(self) -> bool:

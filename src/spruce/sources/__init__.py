@@ -5,6 +5,6 @@ or another ``spruce serve``) into a spruce archive, and restores an archive into
 through the official ``pinecone`` SDK (7.3, 9.x and 10.x).
 """
 
-from spruce.sources import pinecone  # registers the "remote-export"/"remote-import" job kinds
+from spruce.sources import copy, pinecone  # register the "copy"/"copy-in" and "remote-*" job kinds
 
-__all__ = ["pinecone"]
+__all__ = ["copy", "pinecone"]

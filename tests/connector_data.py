@@ -1,0 +1,76 @@
+"""The data set every connector test moves: awkward ids, three namespaces (the default one
+included), every metadata type, sparse values, and float32 values compared bit for bit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+DIM = 8
+IDS = ["007", "7", "ünïcødé ☃", "6ba7b811-9dad-11d1-80b4-00c04fd430c8", "a b/c?d#e", "x" * 100]
+NAMESPACES = ["", "films", "Ödd namespace!"]
+
+
+def records(namespace: str, *, sparse: bool = True, seed: int = 0, n_extra: int = 20) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(seed + len(namespace))
+    out = []
+    ids = IDS + [f"{namespace or 'd'}-{i:04d}" for i in range(n_extra)]
+    for i, rid in enumerate(ids):
+        values = rng.standard_normal(DIM).astype(np.float32)
+        rec: dict[str, Any] = {"id": rid, "values": values.tolist(), "metadata": {
+            "title": f"record {rid}", "year": 1990 + i, "score": float(np.float32(i / 7)), "big": 2**53 - i,
+            "negative": -i, "flag": i % 2 == 0, "tags": ["a", f"t{i}"], "empty_string": "",
+        }}
+        if i % 3 == 1:
+            rec["metadata"] = None  # a record without metadata
+        if sparse and i % 2 == 0:
+            rec["sparse_values"] = {"indices": [i, 100 + i, 70000], "values": [0.5, float(np.float32(i / 3)), -1.25]}
+        out.append(rec)
+    return out
+
+
+def fill(client: Any, name: str, *, metric: str = "dotproduct", sparse: bool = True) -> dict[str, list[dict]]:
+    """Create index ``name`` with the data set; return it per namespace."""
+    client.create_index(name, dimension=DIM, metric=metric)
+    idx = client.Index(name)
+    data = {}
+    for ns in NAMESPACES:
+        data[ns] = records(ns, sparse=sparse)
+        idx.upsert(vectors=data[ns], namespace=ns)
+    return data
+
+
+def assert_same(client: Any, a: str, b: str) -> None:
+    """Indexes ``a`` and ``b`` hold exactly the same records: ids, float32 bits, sparse, metadata."""
+    ia, ib = client.Index(a), client.Index(b)
+    sa, sb = ia.describe_index_stats(), ib.describe_index_stats()
+    assert {k: v.vector_count for k, v in sa.namespaces.items()} == {k: v.vector_count for k, v in sb.namespaces.items()}
+    for ns in sa.namespaces:
+        ids = _all_ids(ia, ns)
+        assert sorted(ids) == sorted(_all_ids(ib, ns))
+        for start in range(0, len(ids), 100):
+            chunk = ids[start:start + 100]
+            fa, fb = ia.fetch(chunk, namespace=ns).vectors, ib.fetch(chunk, namespace=ns).vectors
+            for rid in chunk:
+                ra, rb = fa[rid], fb[rid]
+                assert np.asarray(ra.values, np.float32).tobytes() == np.asarray(rb.values, np.float32).tobytes(), rid
+                assert (ra.sparse_values is None) == (rb.sparse_values is None), rid
+                if ra.sparse_values is not None:
+                    assert list(ra.sparse_values.indices) == list(rb.sparse_values.indices), rid
+                    assert np.asarray(ra.sparse_values.values, np.float32).tobytes() == \
+                        np.asarray(rb.sparse_values.values, np.float32).tobytes(), rid
+                assert (ra.metadata or None) == (rb.metadata or None), rid
+                for k, v in (ra.metadata or {}).items():
+                    assert type(v) is type(rb.metadata[k]), (rid, k)
+
+
+def _all_ids(idx: Any, ns: str) -> list[str]:
+    out: list[str] = []
+    token = None
+    while True:
+        page = idx.list_paginated(namespace=ns, limit=100, pagination_token=token)
+        out += [v.id for v in page.vectors]
+        token = page.pagination.next if page.pagination else None
+        if not token:
+            return out

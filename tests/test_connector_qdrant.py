@@ -1,0 +1,155 @@
+"""Qdrant, in the real engine's local mode (qdrant-client ``path=``): the full circle
+spruce index → archive → Qdrant → archive → new index, exact; what a Qdrant user sees; the
+cosine loss refused before anything is written; a kill -9 mid-copy, then a resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import spruce
+from connector_data import DIM, IDS, NAMESPACES, assert_same, fill
+from spruce.errors import InvalidArgument
+from spruce.sources.base import ConnectorError
+from spruce.sources.copy import start_copy
+
+qdrant_client = pytest.importorskip("qdrant_client", reason="pip install 'spruce[connectors]'")
+
+CLI = [sys.executable, "-c", "from spruce.cli import main; main()"]
+
+
+def _cli(*args: str, data: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPRUCE_")}
+    return subprocess.run([*CLI, "--data", data, *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_full_circle_is_exact_and_idiomatic(tmp_path):
+    data = str(tmp_path / "data")
+    qd = tmp_path / "qdrant"
+    uri = f"qdrant://{qd}?collection=films".replace("qdrant://", "qdrant:///", 1).replace("qdrant:////", "qdrant:///")
+    with spruce.Client(data_dir=data) as c:
+        fill(c, "src")
+    for args in (("export", "src", str(tmp_path / "arc1")), ("restore", str(tmp_path / "arc1"), uri),
+                 ("export", uri, str(tmp_path / "arc2")), ("restore", str(tmp_path / "arc2"), "back"),
+                 ("verify", str(tmp_path / "arc2"))):
+        p = _cli(*args, data=data)
+        assert p.returncode == 0, (args, p.stdout, p.stderr)
+    with spruce.Client(data_dir=data) as c:
+        assert_same(c, "src", "back")
+    manifest = json.loads((tmp_path / "arc2" / "manifest.json").read_text())
+    assert manifest["consistency"] == "live" and {n["name"] for n in manifest["namespaces"]} == set(NAMESPACES)
+    # what a Qdrant user sees: the original id in __id__, the namespace tag, an unnamed dense vector
+    client = qdrant_client.QdrantClient(path=str(qd))
+    try:
+        points, _ = client.scroll("films", limit=1000, with_payload=True, with_vectors=True)
+        assert len(points) == sum(len(IDS) + 20 for _ in NAMESPACES)
+        by_key = {(p.payload.get("__namespace__", ""), p.payload["__id__"]): p for p in points}
+        assert ("", "007") in by_key and ("films", "007") in by_key  # one id, two namespaces, no collision
+        assert by_key[("", "007")].id != by_key[("films", "007")].id
+        uuid_point = by_key[("", "6ba7b811-9dad-11d1-80b4-00c04fd430c8")]
+        assert uuid_point.id == "6ba7b811-9dad-11d1-80b4-00c04fd430c8"  # a UUID id is kept as the point id
+        assert len(by_key[("", "007")].vector[""]) == DIM and "sparse" in by_key[("", "ünïcødé ☃")].vector
+        assert by_key[("", "007")].payload["title"] == "record 007"
+    finally:
+        client.close()
+
+
+def test_cosine_loss_is_refused_before_anything_is_written(tmp_path):
+    data = str(tmp_path / "data")
+    uri = f"qdrant:///{tmp_path}/qd?collection=c".replace("////", "///")
+    with spruce.Client(data_dir=data) as c:
+        fill(c, "cos", metric="cosine", sparse=False)
+        job = c.jobs.wait(start_copy(c.engine, "cos", uri, manager=c.jobs).id)
+        assert job.status == "Failed" and "normalized" in job.error and "nothing was written" in job.error
+    client = qdrant_client.QdrantClient(path=f"{tmp_path}/qd")
+    try:
+        assert not client.collection_exists("c")
+    finally:
+        client.close()
+    with spruce.Client(data_dir=data) as c:
+        job = start_copy(c.engine, "cos", uri, allow_lossy=True, sync=True, manager=c.jobs)
+        assert job.status == "Completed", job.error
+        assert any("normalized" in n for n in job.notes)
+
+
+def test_a_password_in_the_uri_is_refused(tmp_path):
+    with spruce.Client(data_dir=str(tmp_path / "d")) as c:
+        fill(c, "src")
+        with pytest.raises(InvalidArgument, match="QDRANT_API_KEY"):
+            start_copy(c.engine, "src", "qdrant://user:hunter2@127.0.0.1:6333/films", manager=c.jobs)
+        with pytest.raises(ConnectorError, match=r"127\.0\.0\.1:9/films"):  # nothing listens there: refused up front
+            start_copy(c.engine, "src", "qdrant://127.0.0.1:9/films", manager=c.jobs)
+        with pytest.raises(InvalidArgument, match="collection"):
+            start_copy(c.engine, "src", f"qdrant:///{tmp_path}/qd", manager=c.jobs)
+        assert c.jobs.list() == []  # no job was created for any of them
+
+
+def _big(c: spruce.Client, name: str, n: int) -> None:
+    import numpy as np
+
+    c.create_index(name, dimension=DIM, metric="euclidean")
+    rng = np.random.default_rng(3)
+    idx = c.Index(name)
+    for start in range(0, n, 1000):
+        idx.upsert([(f"r{i:06d}", rng.standard_normal(DIM).astype(np.float32).tolist(), {"i": i})
+                    for i in range(start, min(n, start + 1000))])
+
+
+def _kill_midway(data: str, args: list[str], jobs_dir: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPRUCE_")}
+    proc = subprocess.Popen([*CLI, "--data", data, *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        for name in os.listdir(jobs_dir) if os.path.isdir(jobs_dir) else []:
+            if name.startswith("cpy-") and name.endswith(".json"):
+                state = json.loads(Path(jobs_dir, name).read_text())
+                if state["records_done"] >= 2000:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    assert state["records_done"] < state["records_total"], "the copy finished before the kill"
+                    return name[:-5]
+        time.sleep(0.02)
+    proc.kill()
+    raise AssertionError("the copy never got going")
+
+
+def test_kill_midway_then_resume_is_exact(tmp_path):
+    data = str(tmp_path / "data")
+    uri = f"qdrant:///{tmp_path}/qd?collection=big".replace("////", "///")
+    with spruce.Client(data_dir=data) as c:
+        _big(c, "src", 30_000)
+    job = _kill_midway(data, ["copy", "src", uri], f"{data}/jobs")
+    p = _cli("jobs", "resume", job, data=data)
+    assert p.returncode == 0, p.stderr
+    p = _cli("copy", uri, "back", data=data)
+    assert p.returncode == 0, p.stderr
+    with spruce.Client(data_dir=data) as c:
+        assert c.Index("back").describe_index_stats().total_vector_count == 30_000
+        assert_same(c, "src", "back")
+
+
+def test_resume_is_refused_when_the_target_changed(tmp_path):
+    data = str(tmp_path / "data")
+    uri = f"qdrant:///{tmp_path}/qd?collection=big".replace("////", "///")
+    with spruce.Client(data_dir=data) as c:
+        _big(c, "src", 30_000)
+    job = _kill_midway(data, ["copy", "src", uri], f"{data}/jobs")
+    client = qdrant_client.QdrantClient(path=f"{tmp_path}/qd")  # someone writes to the target meanwhile
+    try:
+        from qdrant_client import models
+
+        client.upsert("big", points=[models.PointStruct(id=1, vector=[0.0] * DIM, payload={"__id__": "mine"})])
+    finally:
+        client.close()
+    p = _cli("jobs", "resume", job, data=data)
+    assert p.returncode == 1 and "changed after this job stopped" in p.stderr, p.stderr
+    p = _cli("jobs", "show", job, "--json", data=data)
+    assert json.loads(p.stdout)["status"] == "Superseded"
