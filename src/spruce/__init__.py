@@ -8,4 +8,8 @@ def __getattr__(name: str):  # lazy, so `import spruce.records` stays light
         from spruce.client import Client
 
         return Client
+    if name == "copy":
+        from spruce.client import copy
+
+        return copy
     raise AttributeError(name)

@@ -94,6 +94,17 @@ class Client:
         index was written after the job stopped."""
         return self.jobs.resume(job_id, sync=sync)
 
+    def copy(self, src: str, dst: str, *, allow_lossy: bool = False, namespaces: list[str] | None = None,
+             format: str = "jsonl.gz", overwrite: bool = False, sync: bool = True) -> JobState:
+        """Copy every record from ``src`` to ``dst`` as a job (see ``spruce copy --help``): each is an
+        index of this data folder, an archive URI, or a connector URI (``qdrant://``, ``postgresql://``,
+        ``chroma://``, ``milvus://``, ``lancedb://``). With ``sync`` it returns the finished job, and
+        raises the job's error if it failed."""
+        from spruce.sources.copy import start_copy
+
+        return start_copy(self.engine, src, dst, allow_lossy=allow_lossy, namespaces=namespaces, format=format,
+                          overwrite=overwrite, sync=sync, manager=self.jobs)
+
     def _model(self, cfg: IndexConfig) -> models.IndexModel:
         return index_model(cfg, f"embedded://{cfg.name}")
 
@@ -326,3 +337,10 @@ def _namespace_arg(namespace: str | None, name: str | None) -> str:
     if namespace is not None and name is not None:
         raise InvalidArgument("pass either name= or namespace=, not both")
     return (name if name is not None else namespace) or ""
+
+
+def copy(src: str, dst: str, *, data_dir: str | None = None, **options: Any) -> JobState:
+    """``spruce.copy(src, dst)``: the copy job run to the end with an embedded client on ``data_dir``
+    (needed only when an end is an index of that folder). Options as ``Client.copy``."""
+    with Client(data_dir=data_dir) as c:
+        return c.copy(src, dst, **options)

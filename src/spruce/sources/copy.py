@@ -33,6 +33,8 @@ from spruce.sources.base import Connector, ConnectorError, Losses, LossyCopy
 from spruce.sources.ends import ArchiveSourceEnd, ArchiveTargetEnd, SpruceIndexEnd
 
 RETRIES = 5
+#: How often (seconds) a copy into another engine re-counts the target for its resume check.
+COUNT_EVERY = 5.0
 
 
 class IncompleteCopy(IntegrityError):
@@ -147,6 +149,7 @@ def _copy(ctx: JobContext, source: Connector, target: Connector) -> None:
     losses = Losses()
     for ns in nss:
         state = cp["namespaces"].setdefault(ns, {"cursor": None, "done": 0, "finished": False})
+        counted_at = 0.0
         if state["finished"]:
             continue
         if archive:
@@ -158,14 +161,16 @@ def _copy(ctx: JobContext, source: Connector, target: Connector) -> None:
                 raise LossyCopy(f"{o['dst']} cannot hold what {o['src']} has: " + "; ".join(losses.lines()) +
                                 "; nothing more is written (pass --allow-lossy to convert, see docs/CONNECTORS.md)")
             external = not archive and not isinstance(target, SpruceIndexEnd)
-            if external:  # a kill during the write leaves the target up to this many records ahead
-                state["pending"] = len(batch)
+            if external:  # the target may be up to ``pending`` records past its last count
+                state["pending"] = state.get("pending", 0) + len(batch)
                 ctx.save()
             _retry(ctx, lambda b=batch, n=ns, cur=page.cursor: _write(target, n, b, s.id, cur))
             state["cursor"], state["done"] = page.cursor, state["done"] + len(batch)
             ctx.progress(records=len(batch))
-            if external:
+            if external and time.monotonic() - counted_at >= COUNT_EVERY:
+                # counting can cost a scan (local engines): at most every COUNT_EVERY seconds
                 state["target_count"], state["pending"] = target.count(ns), 0
+                counted_at = time.monotonic()
             ctx.save()
         state["finished"] = True
         ctx.save()
