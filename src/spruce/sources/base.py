@@ -114,6 +114,16 @@ class Connector(ABC):
     def count(self, namespace: str) -> int:
         """The exact number of records in ``namespace``."""
 
+    def total(self) -> int:
+        """All records of the collection, every namespace. Asked after every page a copy writes
+        (its resume check compares it), so engines override it with their cheapest exact count."""
+        return sum(self.count(ns) for ns in self.namespaces())
+
+    def existing(self, namespace: str, ids: list[str]) -> int | None:
+        """How many of ``ids`` the collection holds in ``namespace`` (None: the engine cannot say
+        cheaply). A resume uses it to tell the page it had in flight from someone else's write."""
+        return None
+
     @abstractmethod
     def read(self, namespace: str, cursor: Any, limit: int) -> Page:
         """Up to ``limit`` records after ``cursor`` (None: from the start), in a stable order.

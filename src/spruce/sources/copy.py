@@ -13,9 +13,9 @@ Guarantees, for every pair of ends:
   (its manifest is written last, so a partial archive never looks complete).
 * **Never over newer writes.** A resume is refused (the job becomes Superseded) when the target
   changed since the job stopped: for an index of this data folder, any write after the job's last
-  commit (its write sequence number); for another engine, a namespace count that differs from
-  what the job saw after its last page. (An edit that keeps every count cannot be seen in an
-  engine spruce does not own: copy again to be sure.)
+  commit (its write sequence number); for another engine, a total count that moved by more than
+  the records of the page that was in flight (looked up id by id where the engine can). (An edit
+  that keeps the total cannot be seen in an engine spruce does not own: copy again to be sure.)
 * **Complete or failed.** At the end every namespace's count in the target must be at least the
   source's (equal when the target started empty); otherwise the job fails, naming the namespace.
 """
@@ -33,8 +33,6 @@ from spruce.sources.base import Connector, ConnectorError, Losses, LossyCopy
 from spruce.sources.ends import ArchiveSourceEnd, ArchiveTargetEnd, SpruceIndexEnd
 
 RETRIES = 5
-#: How often (seconds) a copy into another engine re-counts the target for its resume check.
-COUNT_EVERY = 5.0
 
 
 class IncompleteCopy(IntegrityError):
@@ -145,11 +143,12 @@ def _copy(ctx: JobContext, source: Connector, target: Connector) -> None:
     target.ensure(shape)
     for ns in nss:
         cp["target_start"].setdefault(ns, target.count(ns) if not archive else 0)
+    if not archive and not isinstance(target, SpruceIndexEnd):
+        cp.setdefault("target_total", target.total())
     ctx.save()
     losses = Losses()
     for ns in nss:
         state = cp["namespaces"].setdefault(ns, {"cursor": None, "done": 0, "finished": False})
-        counted_at = 0.0
         if state["finished"]:
             continue
         if archive:
@@ -161,16 +160,14 @@ def _copy(ctx: JobContext, source: Connector, target: Connector) -> None:
                 raise LossyCopy(f"{o['dst']} cannot hold what {o['src']} has: " + "; ".join(losses.lines()) +
                                 "; nothing more is written (pass --allow-lossy to convert, see docs/CONNECTORS.md)")
             external = not archive and not isinstance(target, SpruceIndexEnd)
-            if external:  # the target may be up to ``pending`` records past its last count
-                state["pending"] = state.get("pending", 0) + len(batch)
+            if external:  # a kill during this write leaves the target up to this page ahead
+                cp["pending"], cp["pending_page"] = len(batch), {"namespace": ns, "cursor": state["cursor"]}
                 ctx.save()
             _retry(ctx, lambda b=batch, n=ns, cur=page.cursor: _write(target, n, b, s.id, cur))
             state["cursor"], state["done"] = page.cursor, state["done"] + len(batch)
             ctx.progress(records=len(batch))
-            if external and time.monotonic() - counted_at >= COUNT_EVERY:
-                # counting can cost a scan (local engines): at most every COUNT_EVERY seconds
-                state["target_count"], state["pending"] = target.count(ns), 0
-                counted_at = time.monotonic()
+            if external:
+                cp["target_total"], cp["pending"] = target.total(), 0
             ctx.save()
         state["finished"] = True
         ctx.save()
@@ -249,30 +246,42 @@ def resume_check(manager: Any, s: JobState) -> str | None:
                 f"by {last.get('by', 'an unknown writer')} at {last.get('at', 'an unknown time')}); resuming would "
                 "undo it")
     cp = s.checkpoint
-    # namespaces not reached yet must still hold what they held at the start; reached ones what
-    # the job saw after its last page (plus the page in flight)
-    seen = {ns: (n, 0) for ns, n in cp.get("target_start", {}).items()}
-    for ns, st in cp.get("namespaces", {}).items():
-        if st.get("target_count") is not None:
-            seen[ns] = (st["target_count"], st.get("pending", 0))
-        elif st.get("pending"):
-            seen[ns] = (seen.get(ns, (0, 0))[0], st["pending"])
-    if not seen:
-        return None
+    if cp.get("target_total") is None:
+        return None  # it never wrote
     try:
         target = open_end(s.options["dst"], engine=engine, role="target", options=s.options)
     except Exception:
         return None  # the run reports why it cannot open the target
     try:
-        now = {ns: target.count(ns) for ns in seen}
-        # the page in flight when the job stopped may have landed: up to ``pending`` more is the job's own
-        changed = [f"{ns or '__default__'}: {n:,} then, {now[ns]:,} now" for ns, (n, pending) in seen.items()
-                   if not n <= now[ns] <= n + pending]
+        now = target.total()
+        then, pending = cp["target_total"], cp.get("pending", 0)
+        # the page in flight when the job stopped may have landed: up to ``pending`` more is the
+        # job's own, and where the engine can say which ids it holds, exactly that page's ids
+        landed = pending
+        if then < now <= then + pending and cp.get("pending_page"):
+            landed = _landed(engine, s, target, cp["pending_page"], pending)
     finally:
         target.close()
+    changed = [] if then <= now <= then + landed else [f"{then:,} records then, {now:,} now"]
     if changed:
         return f"{s.options['dst']} changed after this job stopped ({'; '.join(changed)}); resuming could undo that"
     return None
+
+
+def _landed(engine: Any, s: JobState, target: Connector, page: dict[str, Any], pending: int) -> int:
+    """How many records of the page in flight the target holds now (``pending`` when unknown)."""
+    try:
+        source = open_end(s.options["src"], engine=engine, role="source", options=s.options)
+    except Exception:
+        return pending
+    try:
+        ids = source.read(page["namespace"], page["cursor"], pending).batch.ids[:pending]
+        found = target.existing(page["namespace"], ids)
+    except Exception:
+        return pending
+    finally:
+        source.close()
+    return pending if found is None else found
 
 
 register_runner("copy", run_copy, resume_check=resume_check)

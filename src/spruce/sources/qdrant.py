@@ -138,6 +138,17 @@ class QdrantConnector(Connector):
             seen.add("")
         return sorted(seen)
 
+    def total(self) -> int:
+        return sum(self.client.count(name, exact=True).count for name in self._collections())
+
+    def existing(self, namespace: str, ids: list[str]) -> int | None:
+        target = self._target(namespace)
+        if target not in self._collections():
+            return 0
+        ns = "" if self.per_namespace else namespace
+        return len(self.client.retrieve(target, ids=[point_uuid(ns, i) for i in ids], with_payload=False,
+                                        with_vectors=False))
+
     def count(self, namespace: str) -> int:
         target = self._target(namespace)
         if target not in self._collections():
