@@ -136,6 +136,16 @@ class JobContext:
         with self._lock:
             self.manager.store.save(self.state)
 
+    def scrub(self) -> None:
+        """Remove every known secret (this job's and the environment's, in every encoding) from
+        the state's texts: the one place all job kinds pass before their state is stored."""
+        from spruce.storage.secrets import scrub, secret_values
+
+        s, secrets = self.state, secret_values(self.storage_options())
+        s.error = scrub(s.error, secrets)
+        s.reason = scrub(s.reason, secrets)
+        s.notes = [scrub(n, secrets) or "" for n in s.notes]
+
 
 class JobManager:
     """One per engine: the registry of jobs in ``<data>/jobs``."""
@@ -294,6 +304,10 @@ class JobManager:
             ctx.failure = SpruceError(s.error)
         finally:
             s.finished_at = None if s.status == INTERRUPTED else now()
+            raw = s.error
+            ctx.scrub()
+            if ctx.failure is not None and raw != s.error:  # a sync caller sees the scrubbed text too
+                ctx.failure.args = (s.error,)
             ctx.save()
             with self._mutex:
                 self._active.pop(s.id, None)

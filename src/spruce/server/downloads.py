@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import secrets
 import stat
 import time
@@ -186,14 +187,23 @@ def _local_file(state: JobState, path: str) -> str:
     return local
 
 
+_SECRET_QUERY = re.compile(r"([?&](?:sig|signature|api_key|apikey|api-key|token|X-Amz-Signature|"
+                           r"X-Amz-Credential|X-Amz-Security-Token)=)[^&#\s]*", re.IGNORECASE)
+
+
 class _DropDownloadQueries(logging.Filter):
-    """Access-log lines keep the path of a download but never its signature."""
+    """Access-log lines keep every path, but never a signature, token or API key in a query
+    string, whatever the path (a download's whole query is replaced)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
-        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) \
-                and args[2].startswith(DOWNLOAD_PREFIX) and "?" in args[2]:
-            record.args = (*args[:2], args[2].split("?", 1)[0] + "?<signed>", *args[3:])
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
+            target = args[2]
+            if target.startswith(DOWNLOAD_PREFIX):
+                target = target.split("?", 1)[0] + "?<signed>"
+            else:
+                target = _SECRET_QUERY.sub(r"\1***", target)
+            record.args = (*args[:2], target, *args[3:])
         return True
 
 
