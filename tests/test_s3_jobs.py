@@ -25,7 +25,7 @@ import pytest
 
 import spruce
 from spruce.archive import verify_archive
-from spruce.errors import StorageError
+from spruce.errors import InvalidArgument, StorageError
 from spruce.records import RecordBatch
 from spruce.storage import open_store
 
@@ -203,10 +203,9 @@ def test_expired_download_links_are_refused(s3_server, bucket, client) -> None:
 def test_link_expiry_the_store_refuses_fails_before_writing(s3_server, bucket, client) -> None:
     fill(client, "src", n=50, namespaces=("",))
     uri = f"s3://{bucket}/{prefix()}/toolong"
-    r = client.Index("src").export_index(uri, link_expiry_seconds=8 * 24 * 3600,
+    with pytest.raises(InvalidArgument, match="7 days"):  # refused up front, before any job exists
+        client.Index("src").export_index(uri, link_expiry_seconds=8 * 24 * 3600,
                                          storage_options=s3_server.options())
-    d = client.wait_export(r.export_id, timeout=30)
-    assert d.status == "Failed" and "7 days" in one_line(d.error)
     assert list(open_store(uri, **s3_server.options()).list()) == []
 
 

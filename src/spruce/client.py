@@ -10,7 +10,6 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-import spruce.sources  # noqa: F401 - registers the connectors' job kinds
 from spruce import jobs, models
 from spruce.engine import DataDirLocked, Engine
 from spruce.engine.index import Index as EngineIndex
@@ -92,6 +91,8 @@ class Client:
         """Run an Interrupted job again: an export from a fresh snapshot, an import after its last
         committed file. Refused (JobSuperseded; the job becomes Superseded) when its target
         index was written after the job stopped."""
+        import spruce.sources  # noqa: F401 - a connector's job kind needs its runner registered
+
         return self.jobs.resume(job_id, sync=sync)
 
     def copy(self, src: str, dst: str, *, allow_lossy: bool = False, namespaces: list[str] | None = None,
@@ -152,6 +153,8 @@ class Client:
         """The job manager; opening it resumes jobs a crashed process left behind."""
         engine = self.engine  # raises once closed
         if self._manager is None or self._manager.closed:
+            if self._resume_jobs:
+                import spruce.sources  # noqa: F401 - the connectors' job kinds, to resume them (heavy: only then)
             self._manager = jobs.jobs_for(engine, auto_resume=self._resume_jobs)
         return self._manager
 

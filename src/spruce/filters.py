@@ -22,14 +22,18 @@ import numpy as np
 
 from spruce.errors import InvalidFilter
 
-__all__ = ["FIELD_OPERATORS", "MAX_FILTER_DEPTH", "MAX_IN_VALUES", "Filter", "compile_filter",
-           "validate_filter"]
+__all__ = ["FIELD_OPERATORS", "MAX_FILTER_DEPTH", "MAX_FILTER_NODES", "MAX_IN_VALUES", "Filter",
+           "compile_filter", "validate_filter"]
 
 MAX_IN_VALUES = 10_000
 """Pinecone's limit on the operand list of `$in`/`$nin`."""
 
 MAX_FILTER_DEPTH = 100
 """Nesting limit for `$and`/`$or`, so a hostile filter is a 400, not a RecursionError."""
+
+MAX_FILTER_NODES = 10_000
+"""Total conditions and `$and`/`$or` branches in one filter: a 2-million-branch `$or` is a 400
+at once, not minutes of CPU per query."""
 
 FIELD_OPERATORS: tuple[str, ...] = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists")
 _LOGICAL = ("$and", "$or")
@@ -56,7 +60,25 @@ def validate_filter(filter: Mapping[str, Any] | None) -> dict[str, Any] | None:
         raise InvalidFilter(f"invalid filter: must be an object, got {_type_name(filter)}")
     if not filter:
         return None
+    _check_size(filter)
     return _validate_node(filter, "", 0)
+
+
+def _check_size(filter: Mapping[str, Any]) -> None:
+    """Refuse a filter with more than MAX_FILTER_NODES nodes, counting without recursion and
+    stopping as soon as the cap is passed (so the check itself stays cheap)."""
+    nodes = 0
+    stack: list[Any] = [filter]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                nodes += 1
+                if key in _LOGICAL and isinstance(value, (list, tuple)):
+                    stack.extend(value)
+        if nodes > MAX_FILTER_NODES:
+            raise InvalidFilter(f"invalid filter: more than {MAX_FILTER_NODES:,} conditions and branches; "
+                                "split the query or use $in")
 
 
 def _validate_node(node: Mapping[str, Any], where: str, depth: int) -> dict[str, Any]:

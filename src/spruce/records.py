@@ -198,6 +198,8 @@ def _as_float32(values: Any) -> np.ndarray:
 
     Converting with ``dtype=float32`` directly would silently parse "1.5" and True.
     """
+    if isinstance(values, (list, tuple)) and bool in set(map(type, values)):
+        raise TypeError("not a number")  # np.asarray would read [True, 2] as the integers [1, 2]
     arr = np.asarray(values)
     kind = arr.dtype.kind
     if kind == "O":  # e.g. ints beyond 64 bits: accept only real numbers
@@ -480,7 +482,7 @@ def _parse_dense_bulk(items: list[Any], dimension: int) -> RecordBatch | None:
             if isinstance(v, np.ndarray):
                 if v.dtype.kind not in "iuf":
                     return None
-            elif not isinstance(v, (list, tuple)) or (v and type(v[0]) is bool):
+            elif not isinstance(v, (list, tuple)) or bool in set(map(type, v)):
                 return None
             if sv is not None:
                 if sparse is None:
@@ -568,6 +570,8 @@ def normalize_namespace(namespace: str | None) -> str:
     if len(namespace) > MAX_NAMESPACE_LENGTH:
         raise ValidationError(f"is {len(namespace)} characters, the limit is {MAX_NAMESPACE_LENGTH}",
                               field="namespace")
+    if "\x00" in namespace:
+        raise ValidationError("must not contain a NUL byte", field="namespace")
     return namespace
 
 

@@ -341,6 +341,12 @@ class RemoteClient:
             raise NotFound(f"{kind} {job_id!r} not found")
         return state
 
+    def copy(self, src: str, dst: str, **_options: Any) -> Any:
+        """Copies run in the process that owns the data folder (they read and write other engines
+        with that machine's credentials): use ``spruce.Client(data_dir=...)`` or ``spruce copy``."""
+        raise FailedPrecondition("copy runs where the data folder is: use spruce.Client(data_dir=...).copy() or "
+                                 "`spruce copy` on the server's machine")
+
     def describe_export(self, export_id: str) -> models.ExportDescription:
         return _export_description(self._job(export_id, "export"))
 

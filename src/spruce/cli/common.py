@@ -13,7 +13,6 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from spruce.errors import SpruceError
 
@@ -117,6 +116,8 @@ def emit_table(columns: Sequence[str], rows: Iterable[Sequence[str]], *, fold: S
         for row in rows:
             print("\t".join(str(v) for v in row))
         return
+    from rich.table import Table
+
     table = Table(title=escape(title) if title else None)
     for col in columns:
         table.add_column(col, no_wrap=col not in fold, overflow="fold")
@@ -161,7 +162,7 @@ def detach(c: Any, job_id: str) -> None:
     data_dir = str(c.engine.data_dir)
     log = c.jobs.store.side_file(job_id, ".log")
     c.close()  # the worker takes the folder's lock
-    with open(log, "ab") as out:
+    with os.fdopen(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as out:
         subprocess.Popen(
             [sys.executable, "-m", "spruce", "--data", data_dir, "jobs", "resume", job_id, "--quiet",
              "--wait-lock", "60"],

@@ -9,16 +9,7 @@ from pathlib import Path
 
 import typer
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TransferSpeedColumn,
-)
 
-from spruce.archive.download import download_archive, is_link, load_links
 from spruce.cli import app
 from spruce.cli.common import console, err_console, fail
 
@@ -46,6 +37,17 @@ def download(
                                   "request fails (it is retried)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TransferSpeedColumn,
+    )
+
+    from spruce.archive.download import download_archive, is_link, load_links
+
     link_map: dict[str, str] = {}
     if links is not None:
         link_map.update(load_links(links))

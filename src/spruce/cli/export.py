@@ -6,7 +6,6 @@ import time
 
 import typer
 
-from spruce import jobs
 from spruce.cli.common import (
     JSON_HELP,
     QUIET_HELP,
@@ -77,6 +76,8 @@ def export(
     if source != "spruce" or pinecone_host or verify_after:
         raise typer.BadParameter("--from must be spruce or pinecone; --pinecone-host and --verify-after go "
                                  "with --from pinecone", param_hint="--from")
+    from spruce import jobs
+
     if format not in jobs.FORMATS:
         raise typer.BadParameter(f"must be one of {', '.join(jobs.FORMATS)}, not {format!r}", param_hint="--format")
     if compression_level is not None and format != "jsonl.gz":

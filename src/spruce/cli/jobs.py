@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -21,7 +21,9 @@ from spruce.cli.common import (
     fail,
 )
 from spruce.cli.progress import check_completed, follow
-from spruce.jobs.state import JobStore
+
+if TYPE_CHECKING:
+    from spruce.jobs.state import JobStore
 
 app = typer.Typer(help="List, show, cancel and resume export and import jobs.", no_args_is_help=True)
 
@@ -31,6 +33,7 @@ def _open(ctx: typer.Context) -> tuple[Any, JobStore]:
     data folder, no client and the job files themselves (replaced atomically: safe to read)."""
     from spruce.client import Client
     from spruce.engine.engine import DataDirLocked, resolve_data_dir
+    from spruce.jobs.state import JobStore
 
     opts: GlobalOptions = ctx.obj or GlobalOptions()
     if opts.host:  # --host: the server's jobs, through its client
@@ -44,9 +47,70 @@ def _open(ctx: typer.Context) -> tuple[Any, JobStore]:
     return c, c.jobs.store
 
 
+class _JobFiles:
+    """A data folder's job files, read without opening the folder (no engine, no lock, no
+    numpy): all that ``jobs list`` and ``jobs show`` need, so they start fast and work while
+    another process owns the folder. A pending or in-progress job is running exactly while the
+    process that holds the folder's lock (its pid is in the lock file) is alive."""
+
+    def __init__(self, data: str | None) -> None:
+        import os
+        from pathlib import Path
+
+        from spruce.jobs.state import JobStore
+
+        root = Path(data or os.environ.get("SPRUCE_DATA") or "spruce-data").expanduser().absolute()
+        self.store = JobStore(root / "jobs") if (root / "jobs").is_dir() else None
+        self.owner_alive = _holder_alive(root / ".lock")
+
+    def list(self) -> list[Any]:
+        return self.store.all() if self.store is not None else []
+
+    def describe(self, job_id: str) -> Any:
+        if self.store is None:
+            from spruce.errors import NotFound
+
+            raise NotFound(f"job {job_id!r} not found")
+        return self.store.load(job_id)
+
+    def is_active(self, job_id: str) -> bool:
+        return self.owner_alive
+
+
+def _holder_alive(lock: Any) -> bool:
+    import json
+    import os
+
+    try:
+        pid = json.loads(lock.read_text()).get("pid")
+        if not isinstance(pid, int) or pid == os.getpid():
+            return False
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, ValueError, AttributeError):
+        return False
+    return True
+
+
+def _reader(ctx: typer.Context) -> Any:
+    """What list and show read: the server's jobs with --host, else the job files."""
+    from types import SimpleNamespace
+
+    opts: GlobalOptions = ctx.obj or GlobalOptions()
+    if opts.host:
+        return client(ctx)
+    return SimpleNamespace(jobs=_JobFiles(opts.data))
+
+
+def _elsewhere(c: Any) -> bool:
+    """The job files are read while another process owns the folder (it runs its jobs)."""
+    return c is None or (isinstance(c.jobs, _JobFiles) and c.jobs.owner_alive)
+
+
 def _status(c: Any, s: Any) -> str:
     if s.status in ("InProgress", "Pending"):
-        if c is None:
+        if _elsewhere(c):
             return f"{s.status} (another process owns the data folder)"
         if not c.jobs.is_active(s.id):
             return f"{s.status} (not running: spruce jobs resume {s.id})"
@@ -62,7 +126,7 @@ def _public(c: Any, s: Any) -> dict[str, Any]:
     another process owns the data folder and this one cannot tell)."""
     d = s.public()
     if s.status in ("InProgress", "Pending"):
-        d["running"] = None if c is None else bool(getattr(c.jobs, "is_active", lambda _id: True)(s.id))
+        d["running"] = None if _elsewhere(c) else bool(getattr(c.jobs, "is_active", lambda _id: True)(s.id))
     return d
 
 
@@ -100,8 +164,8 @@ def list_(ctx: typer.Context,
           as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """List jobs, oldest first. An interrupted job shows why it stopped and how to resume it."""
     wanted = _statuses(status)
-    c, store = _open(ctx)
-    picked = [s for s in (c.jobs.list() if c is not None else store.all())
+    c = _reader(ctx)
+    picked = [s for s in c.jobs.list()
               if (wanted is None or s.status in wanted) and (not kind or s.kind in kind)]
     if as_json:
         emit_json({"jobs": [_public(c, s) for s in picked]})
@@ -154,8 +218,8 @@ def prune(ctx: typer.Context,
 def show(ctx: typer.Context, job_id: str = typer.Argument(..., metavar="JOB"),
          as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Show one job's full status. Exits 1 if the job failed."""
-    c, store = _open(ctx)
-    s = c.jobs.describe(job_id) if c is not None else store.load(job_id)
+    c = _reader(ctx)
+    s = c.jobs.describe(job_id)
     if as_json:
         emit_json(_public(c, s))
         if s.status == "Failed":
@@ -209,6 +273,8 @@ def resume(ctx: typer.Context, job_id: str = typer.Argument(..., metavar="JOB"),
                                            help="Wait this many seconds for a busy data folder.")) -> None:
     """Resume an interrupted job: an export re-runs from a fresh snapshot, an import continues
     after its last committed file."""
+    import spruce.sources  # noqa: F401 - registers the connectors' job kinds (copy, remote-*)
+
     c = _client_waiting(ctx, wait_lock)
     s = c.jobs.resume(job_id, sync=False)
     if s.kind == "export":

@@ -5,38 +5,42 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
-
 from spruce.cli.common import err_console, fail
 
 
-class RateColumn(ProgressColumn):
-    """Records per second and megabytes moved so far (a job reports both)."""
+def _rate_column() -> Any:
+    """Records per second and megabytes moved so far (a job reports both); rich.progress is
+    imported only by commands that draw a bar."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
 
-    def render(self, task: Any) -> Text:
-        speed = task.finished_speed or task.speed
-        mb = task.fields.get("bytes", 0) / 1e6
-        return Text(f"{speed or 0:,.0f} rec/s  {mb:,.1f} MB", style="progress.data.speed")
+    class RateColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            mb = task.fields.get("bytes", 0) / 1e6
+            return Text(f"{speed or 0:,.0f} rec/s  {mb:,.1f} MB", style="progress.data.speed")
+
+    return RateColumn()
 
 
 def follow(describe: Any, cancel: Any, job_id: str, *, label: str, done_attr: str, bytes_attr: str,
            quiet: bool = False) -> Any:
     """Poll ``describe(job_id)`` until terminal, drawing records and bytes; return the final state."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("records"),
-        RateColumn(),
+        _rate_column(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=err_console,

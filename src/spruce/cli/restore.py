@@ -6,7 +6,6 @@ import time
 
 import typer
 
-from spruce import jobs
 from spruce.cli.common import JSON_HELP, QUIET_HELP, client, console, emit_json, fail, launch
 from spruce.cli.progress import check_completed, follow
 
@@ -97,6 +96,8 @@ def restore(
     if target != "spruce" or pinecone_host or bulk_import or integration_id:
         raise typer.BadParameter("--to must be spruce or pinecone; --pinecone-host, --bulk-import and "
                                  "--integration-id go with --to pinecone", param_hint="--to")
+    from spruce import jobs
+
     for value, allowed, hint in ((on_conflict, jobs.ON_CONFLICT, "--on-conflict"),
                                  (error_mode, jobs.ERROR_MODES, "--error-mode")):
         if value not in allowed:

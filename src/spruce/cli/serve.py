@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from spruce.cli.common import GlobalOptions, fail
+from spruce.cli.common import GlobalOptions, fail, locked_message
 
 HELP = """Serve the indexes of a data folder over Pinecone's REST API, so the official pinecone SDK
 (7.3, 9.x, 10.x), `spruce --host URL ...` and `spruce.Client(host=...)` can all use them at once.
@@ -64,20 +64,48 @@ def serve(
     signing_key: str = typer.Option(None, "--signing-key", envvar="SPRUCE_SIGNING_KEY", hidden=True,
                                     help="Key for signed download links (default: DATA/.server-secret)."),
 ) -> None:
-    from spruce.server import run_server
+    import errno
+    import socket
+
+    from spruce.engine.engine import DataDirLocked, Engine
+    from spruce.server import UnsafeBind, is_loopback, open_listener, run_server
 
     opts: GlobalOptions = ctx.obj or GlobalOptions()
     data_dir = data or opts.data
     key = api_key or opts.api_key
-    typer.echo(f"spruce serving {data_dir or './spruce-data'} on http://{bind}:{port} "
+    # every check before the "serving" line: address, key policy, data folder, port
+    if not key and not is_loopback(bind) and not allow_remote:
+        fail(str(UnsafeBind(f"refusing to serve on {bind} without an API key: anyone who can reach it could read "
+                            "and delete every index. Set SPRUCE_API_KEY, bind to 127.0.0.1, or pass --allow-remote")))
+    try:
+        sock = open_listener(bind, port)
+    except socket.gaierror as exc:
+        fail(f"cannot listen on --bind {bind}: not an address of this machine ({exc.strerror or exc})")
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            fail(f"port {port} on {bind} is already in use: stop what listens there, or pass --port")
+        fail(f"cannot listen on {bind}:{port}: {exc.strerror or exc}")
+    try:
+        engine = Engine.open(data_dir)
+    except DataDirLocked as exc:
+        sock.close()
+        fail(locked_message(exc))
+    except OSError as exc:
+        sock.close()
+        fail(f"cannot open data folder {data_dir or './spruce-data'}: {exc.strerror or exc}")
+    host = f"[{bind.strip('[]')}]" if ":" in bind else bind
+    typer.echo(f"spruce serving {engine.data_dir} on http://{host}:{port} "
                f"({'API key required' if key else 'no API key: loopback only'})", err=True)
     try:
-        run_server(data_dir, host=bind, port=port, api_key=key or None, allow_remote=allow_remote,
+        run_server(engine, host=bind, port=port, api_key=key or None, allow_remote=allow_remote,
                    public_url=public_url, public_docs=public_docs, log_level=log_level,
                    backup_uri=backup_dir, storage_roots=storage_root or None, signing_key=signing_key,
-                   auto_resume=not no_resume)
+                   auto_resume=not no_resume, sock=sock)
     except OSError as exc:
         fail(f"cannot serve on {bind}:{port}: {exc.strerror or exc}")
+    finally:
+        sock.close()
+        engine.close()
 
 
 serve.__doc__ = HELP

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from spruce.archive import ArchiveReader, verify_archive
 from spruce.cli.common import console, err_console
-from spruce.storage import Store, open_store
+
+if TYPE_CHECKING:
+    from spruce.storage import Store
 
 VERIFY_HELP = """Verify the archive at SRC by re-reading every byte.
 
@@ -24,6 +25,8 @@ does not list (orphans of an interrupted export) are reported but harmless.
 
 def _store(src: str, endpoint_url: str | None) -> Store:
     """The archive's store; ``ARCHIVE/manifest.json`` names its archive too."""
+    from spruce.storage import open_store
+
     opts = {"endpoint_url": endpoint_url} if endpoint_url and src.startswith("s3://") else {}
     store = open_store(src, **opts)
     local = store.local_path("")
@@ -37,6 +40,8 @@ def verify(
     endpoint_url: str = typer.Option(None, "--endpoint-url", envvar="AWS_ENDPOINT_URL",
                                      help="S3-compatible endpoint."),
 ) -> None:
+    from spruce.archive import verify_archive
+
     report = verify_archive(_store(src, endpoint_url))
     for orphan in report.orphans:
         err_console.print(f"[yellow]note:[/] {escape(orphan)}: not in the manifest (orphan of an earlier run)")
@@ -56,6 +61,10 @@ def inspect(
                                      help="S3-compatible endpoint."),
 ) -> None:
     """Show an archive's manifest as a table (reads only the manifest; use verify to check data)."""
+    from rich.table import Table
+
+    from spruce.archive import ArchiveReader
+
     m = ArchiveReader(_store(src, endpoint_url)).manifest
     src_info = m.source
     head = Table(show_header=False, title=f"archive {escape(src)}")

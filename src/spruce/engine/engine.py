@@ -70,8 +70,13 @@ class Engine:
     def __init__(self, data_dir: str | os.PathLike[str] | None = None, *, durability: str = "process") -> None:
         self.data_dir = resolve_data_dir(data_dir)
         self.durability = durability
-        (self.data_dir / "indexes").mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(self.data_dir / ".lock", "a+")  # noqa: SIM115 - held for the engine's life
+        # owner-only: folders 0700, files 0600 (records, job state and rejects are the user's data)
+        created = not self.data_dir.exists()
+        (self.data_dir / "indexes").mkdir(mode=0o700, parents=True, exist_ok=True)
+        if created:
+            os.chmod(self.data_dir, 0o700)
+        fd = os.open(self.data_dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        self._lock_file = os.fdopen(fd, "a+")  # held for the engine's life
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -146,7 +151,7 @@ class Engine:
             if final.exists():
                 raise AlreadyExists(f"index {name!r} already exists")
             staging = self.data_dir / "indexes" / f".creating-{uuid.uuid4().hex}"
-            staging.mkdir()
+            staging.mkdir(mode=0o700)
             Index.initialize(str(staging), cfg)
             os.rename(staging, final)  # the index appears whole or not at all
             return self.index(name)

@@ -653,12 +653,17 @@ class Index(NamespaceOps):
 
     def describe_index_stats(self, filter: Mapping[str, Any] | None = None) -> models.DescribeIndexStatsResponse:
         flt = compile_filter(filter)
-        self._ensure_loaded()
-        with self._rw.read():
-            counts = {
-                ns: len(d) if flt.matches_all else int(flt.mask(d.metadata).sum())
-                for ns, d in sorted(self._ns.items())
-            }
+        if flt.matches_all and not self._loaded:
+            # counts come from the store: opening stats must not load every vector into memory
+            self._check_open()
+            counts = store.namespace_counts(self._reader())
+        else:
+            self._ensure_loaded()
+            with self._rw.read():
+                counts = {
+                    ns: len(d) if flt.matches_all else int(flt.mask(d.metadata).sum())
+                    for ns, d in sorted(self._ns.items())
+                }
         counts = {ns: c for ns, c in counts.items() if c}
         return models.DescribeIndexStatsResponse(
             namespaces={ns: models.NamespaceSummary(vector_count=c) for ns, c in counts.items()},

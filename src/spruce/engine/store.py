@@ -86,6 +86,8 @@ def migrate(conn: sqlite3.Connection) -> None:
 
 def connect(path: str, *, durability: str = "process") -> sqlite3.Connection:
     """Open with WAL. 'process' survives kill -9; 'fsync' also survives power loss."""
+    if not os.path.exists(path):  # owner-only, like every file of a data folder (-wal/-shm inherit it)
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60)
     # Only takes effect when the file is new (before WAL mode is set): 16 KB pages hold
     # several 768-d rows each, where 4 KB pages waste a quarter of each page and write slower.

@@ -30,6 +30,8 @@ from spruce.records import normalize_namespace
 from spruce.storage import open_store
 
 DEFAULT_LINK_EXPIRY = timedelta(hours=1)
+#: Pre-signed links live at most 7 days (S3's limit; local links follow it).
+MAX_LINK_EXPIRY_SECONDS = 7 * 24 * 3600
 
 
 def run_export(ctx: JobContext) -> None:
@@ -179,8 +181,9 @@ def _link_expiry(s: Any) -> timedelta:
         seconds = int(raw)
     except (TypeError, ValueError):
         seconds = 0
-    if seconds < 1:
-        raise InvalidArgument(f"link_expiry_seconds must be a positive number of seconds, got {raw!r}")
+    if not 1 <= seconds <= MAX_LINK_EXPIRY_SECONDS:
+        raise InvalidArgument(f"link_expiry_seconds must be from 1 to {MAX_LINK_EXPIRY_SECONDS} (7 days, as S3's "
+                              f"pre-signed URLs), got {raw!r}")
     return timedelta(seconds=seconds)
 
 

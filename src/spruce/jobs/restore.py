@@ -245,7 +245,7 @@ def _apply(ctx: JobContext, source: Any, index: Any, nsmap: dict[str, str], on_c
             finally:
                 reader.close()
             if rejects:
-                with open(rejects_path, "ab") as f:
+                with os.fdopen(os.open(rejects_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as f:
                     for r in rejects:
                         f.write(orjson.dumps(r) + b"\n")
                 s.rejects_path = str(rejects_path)

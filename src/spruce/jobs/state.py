@@ -10,14 +10,14 @@ from __future__ import annotations
 import os
 import re
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from spruce.errors import InvalidArgument, NotFound
+from spruce.errors import IntegrityError, InvalidArgument, NotFound
 
 PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED = "Pending", "InProgress", "Completed", "Failed", "Cancelled"
 #: Stopped without finishing (its process died, or its client closed): runs again only when
@@ -59,6 +59,10 @@ class JobStatus(str):
 
     def __hash__(self) -> int:
         return hash(_seed_spelling(self))
+
+
+#: What a job id can look like (ours are ``exp-YYYYMMDDHHMMSS-xxxxxxxx``); anything else is not found.
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 
 def now() -> str:
@@ -165,17 +169,18 @@ class JobStore:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def _path(self, job_id: str) -> Path:
-        if not job_id or "/" in job_id or job_id.startswith("."):
-            raise NotFound(f"job {job_id!r} not found")
+        if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):  # NUL, '/', '..', 300 chars: no such job
+            shown = job_id if isinstance(job_id, str) and len(job_id) <= 80 else f"{str(job_id)[:80]}..."
+            raise NotFound(f"job {shown!r} not found")
         return self.root / f"{job_id}.json"
 
     def save(self, state: JobState) -> None:
         path = self._path(state.id)
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-        with open(tmp, "wb") as f:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
             f.write(orjson.dumps(state.to_dict(), option=orjson.OPT_INDENT_2))
             f.flush()
             os.fsync(f.fileno())
@@ -187,25 +192,38 @@ class JobStore:
             data = orjson.loads(path.read_bytes())
         except FileNotFoundError:
             raise NotFound(f"job {job_id!r} not found") from None
+        except orjson.JSONDecodeError as exc:
+            raise IntegrityError(f"job {job_id}: its state file is not valid JSON ({exc})") from None
+        problem = _ill_typed(data)
+        if problem:  # edited by hand, or by another version: unreadable, never a crash further on
+            raise IntegrityError(f"job {job_id}: its state file is unreadable ({problem})")
         return JobState(**{k: v for k, v in data.items() if k in JobState.__dataclass_fields__})
 
     def all(self) -> list[JobState]:
+        """Every readable job; an unreadable file is skipped, so one bad file never fails a
+        listing or the server's start-up."""
         out = []
         for p in sorted(self.root.glob("*.json")):
             try:
                 out.append(self.load(p.stem))
-            except (NotFound, orjson.JSONDecodeError, TypeError):
+            except (NotFound, IntegrityError):
                 continue
-        out.sort(key=lambda s: s.created_at)
+        out.sort(key=lambda s: str(s.created_at or ""))  # any stored value sorts, never a 500
         return out
 
     def side_file(self, job_id: str, suffix: str) -> Path:
         return self._path(job_id).with_suffix(suffix)
 
+    def write_side_file(self, job_id: str, suffix: str, data: bytes) -> None:
+        """A file beside the job's state, owner-only like it."""
+        with os.fdopen(os.open(self.side_file(job_id, suffix), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
+                       "wb") as f:
+            f.write(data)
+
     def request_cancel(self, job_id: str) -> None:
         """Ask the process running a job to cancel it (it owns the job file, so not by editing that)."""
         self.load(job_id)  # NotFound for unknown ids
-        self.side_file(job_id, ".cancel").touch()
+        self.side_file(job_id, ".cancel").touch(mode=0o600)
 
     def cancel_requested(self, job_id: str) -> bool:
         return self.side_file(job_id, ".cancel").exists()
@@ -241,6 +259,27 @@ def normalize_status(value: str) -> str:
     if key not in by_key:
         raise InvalidArgument(f"unknown job status {value!r}; one of {', '.join(STATUSES)}")
     return by_key[key]
+
+
+_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,),
+                                       "dict": (dict,), "list": (list,), "None": (type(None),)}
+
+
+def _ill_typed(data: Any) -> str | None:
+    """Why a loaded job file cannot be a JobState (not an object, a field missing or of the
+    wrong type), or None. Checked once here, so every reader can trust the fields' types."""
+    if not isinstance(data, dict):
+        return f"holds {type(data).__name__}, not an object"
+    for name, f in JobState.__dataclass_fields__.items():
+        if name not in data:
+            if f.default is MISSING and f.default_factory is MISSING:
+                return f"{name} is missing"
+            continue
+        allowed = tuple(t for part in str(f.type).split("|") for t in _TYPES[part.strip().split("[")[0]])
+        value = data[name]
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            return f"{name} is {type(value).__name__}"
+    return None
 
 
 def _parse_time(stamp: str | None) -> datetime:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import sys
 
 from spruce.engine import Engine
@@ -20,6 +21,31 @@ class UnsafeBind(SpruceError):
     code = "FAILED_PRECONDITION"
 
 
+def bind_host(host: str) -> str:
+    """The address to bind: ``[::1]`` (a URL's spelling of an IPv6 address) becomes ``::1``."""
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
+def open_listener(host: str, port: int) -> socket.socket:
+    """Bind the listening socket now (IPv4 or IPv6, ``[::1]`` included), so a bad address or a
+    port in use is one clear error before the server says it is serving."""
+    addr = bind_host(host)
+    infos = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, sockaddr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(sockaddr)
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
 def is_loopback(host: str) -> bool:
     if host.lower() in ("localhost", "localhost.", "ip6-localhost"):
         return True
@@ -34,7 +60,7 @@ def run_server(engine_or_data_dir: Engine | str | os.PathLike[str] | None, host:
                public_url: str | None = None, public_docs: bool = False, log_level: str = "info",
                access_log: bool = True, backup_uri: str | os.PathLike[str] | None = None,
                storage_roots: list[str] | None = None, signing_key: str | None = None,
-               auto_resume: bool = True) -> None:
+               auto_resume: bool = True, sock: socket.socket | None = None) -> None:
     """Serve until interrupted (Ctrl-C / SIGTERM).
 
     Without ``api_key`` only a loopback host is allowed, unless ``allow_remote``.
@@ -56,10 +82,10 @@ def run_server(engine_or_data_dir: Engine | str | os.PathLike[str] | None, host:
         app = create_app(engine, api_key=api_key, public_url=public_url, public_docs=public_docs,
                          backup_uri=backup_uri, storage_roots=storage_roots, signing_key=signing_key,
                          auto_resume=auto_resume, log=_stderr_line)
-        config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
+        config = uvicorn.Config(app, host=bind_host(host), port=port, log_level=log_level, access_log=access_log,
                                 server_header=False)
         try:
-            uvicorn.Server(config).run()
+            uvicorn.Server(config).run(sockets=[sock] if sock is not None else None)
         finally:
             app.state.jobs.close(reason="the server stopped")
     finally:

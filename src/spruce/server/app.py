@@ -54,7 +54,7 @@ def create_app(engine: Engine, *, api_key: str | None = None, public_url: str | 
                backup_uri: str | os.PathLike[str] | None = None,
                storage_roots: Sequence[str | os.PathLike[str]] | None = None,
                signing_key: str | bytes | None = None, auto_resume: bool = True,
-               log: Callable[[str], None] | None = None) -> FastAPI:
+               log: Callable[[str], None] | None = None, max_body: int | None = None) -> FastAPI:
     """Build the app for ``engine``.
 
     api_key: required in the ``Api-Key`` header of every request but ``/health`` when set.
@@ -70,6 +70,8 @@ def create_app(engine: Engine, *, api_key: str | None = None, public_url: str | 
     auto_resume: resume the export and import jobs a previous run left unfinished (the server
         owns its jobs), except those whose index was written since (they become Superseded).
     log: where to say, one line per job, what was resumed (default: the ``spruce.jobs`` logger).
+    max_body: the largest request body, in bytes (default 2 MB, Pinecone's limit, or
+        $SPRUCE_MAX_BODY_BYTES); a larger one is answered 413 before it is read.
     """
     app = FastAPI(title="spruce", version=__version__, description=_DESCRIPTION,
                   docs_url="/docs", redoc_url=None)
@@ -95,6 +97,10 @@ def create_app(engine: Engine, *, api_key: str | None = None, public_url: str | 
         app.add_middleware(FaultMiddleware, config=faults)
     if api_key:
         app.add_middleware(_ApiKeyUnlessSigned, api_key=api_key, public_docs=public_docs)
+    # outermost: a body over the cap is refused before anything (auth included) reads it
+    from spruce.server.limits import BodyLimitMiddleware, max_body_from_env
+
+    app.add_middleware(BodyLimitMiddleware, max_body=max_body if max_body is not None else max_body_from_env())
     return app
 
 
@@ -104,13 +110,11 @@ def _install_jobs(app: FastAPI, engine: Engine, *, backup_uri: str | os.PathLike
     """Jobs, storage roots, backups and download signing: what the job routers find on app.state."""
     from spruce.jobs import jobs_for
     from spruce.server.storage_policy import StoragePolicy
-    from spruce.storage import parse_storage_uri
 
     backup = os.fspath(backup_uri) if backup_uri else str(engine.data_dir / "backups")
     roots = [os.fspath(r) for r in storage_roots] if storage_roots else [str(engine.data_dir / "exports")]
-    if parse_storage_uri(backup).is_local:
-        roots.append(backup)
-    app.state.storage = policy = StoragePolicy(roots)
+    # the backup folder is not a storage root: backups are reached only through /backups
+    app.state.storage = policy = StoragePolicy(roots, exclude=[backup], data_dir=engine.data_dir)
     policy.ensure_roots()
     app.state.jobs = manager = jobs_for(engine, auto_resume=auto_resume, log=log)
     app.state.signer = downloads.Signer(downloads.load_secret(engine.data_dir, signing_key))

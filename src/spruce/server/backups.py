@@ -18,6 +18,8 @@ work. A backup is ``Initializing`` while its export runs, then ``Ready`` (or
 
 from __future__ import annotations
 
+import logging
+import re
 import shutil
 import threading
 import uuid
@@ -37,6 +39,7 @@ from spruce.errors import (
     IntegrityError,
     InvalidArgument,
     NotFound,
+    SpruceError,
 )
 from spruce.jobs.manager import JobManager
 from spruce.jobs.state import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, PENDING, JobState, now
@@ -52,6 +55,10 @@ __all__ = ["BackupCatalog", "router"]
 router = APIRouter(tags=["Backups"])
 
 _META = "_backups/"
+#: What a catalog entry must hold to be listed.
+_REQUIRED_META = ("backup_id", "export_id", "created_at")
+_LOGGED: set[tuple[str, str]] = set()
+_BACKUP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 _RESTORE_SUFFIX = ".restore"
 CREATE_WAIT_SECONDS = 2.0
 
@@ -76,6 +83,7 @@ class BackupCatalog:
     """The backups in one location, and the restore jobs made from them."""
 
     def __init__(self, uri: str, manager: JobManager) -> None:
+        self.skipped: list[tuple[str, str]] = []
         self.store: Store = open_store(uri)
         self.uri = self.store.uri
         self.manager = manager
@@ -103,26 +111,47 @@ class BackupCatalog:
         return meta
 
     def get(self, backup_id: str) -> dict[str, Any]:
-        if not backup_id or "/" in backup_id or backup_id.startswith("."):
-            raise NotFound(f"backup {backup_id!r} not found")
+        if not _BACKUP_ID.fullmatch(backup_id or ""):  # NUL, '/', '..', 300 characters: no such backup
+            raise NotFound(f"backup {backup_id[:80]!r} not found")
         try:
             return orjson.loads(self.store.get_bytes(f"{_META}{backup_id}.json"))
         except FileNotFoundError:
             raise NotFound(f"backup {backup_id!r} not found") from None
 
     def all(self, index: str | None = None) -> list[dict[str, Any]]:
+        """Every readable catalog entry. An unreadable or malformed one is skipped, logged once,
+        and kept in ``self.skipped`` (path, reason): one bad file never fails the listing."""
         out = []
-        for info in self.store.list(_META):
+        self.skipped = []
+        try:
+            infos = list(self.store.list(_META))
+        except (OSError, SpruceError) as exc:
+            self._skip(_META, f"the catalog folder cannot be listed: {exc}")
+            infos = []
+        for info in infos:
             if not info.path.endswith(".json"):
                 continue
             try:
                 meta = orjson.loads(self.store.get_bytes(info.path))
-            except (FileNotFoundError, orjson.JSONDecodeError):
+            except FileNotFoundError:
+                continue  # deleted while listing
+            except (OSError, SpruceError, orjson.JSONDecodeError) as exc:
+                self._skip(info.path, f"unreadable: {exc}")
+                continue
+            missing = [k for k in _REQUIRED_META if not isinstance(meta, dict) or not isinstance(meta.get(k), str)]
+            if missing:
+                self._skip(info.path, f"not a backup entry (missing {', '.join(missing)})")
                 continue
             if index is None or meta.get("source_index_name") == index:
                 out.append(meta)
         out.sort(key=lambda m: (m.get("created_at") or "", m["backup_id"]))
         return out
+
+    def _skip(self, path: str, reason: str) -> None:
+        self.skipped.append((path, reason))
+        if (path, reason) not in _LOGGED:
+            _LOGGED.add((path, reason))
+            logging.getLogger("spruce.server").warning("backup catalog: skipped %s: %s", path, reason)
 
     def status(self, meta: dict[str, Any]) -> str:
         try:
@@ -221,15 +250,16 @@ class BackupCatalog:
             raise
         state.options["created_index"] = True
         self.manager.store.save(state)
-        self.manager.store.side_file(state.id, _RESTORE_SUFFIX).write_bytes(
-            orjson.dumps({"backup_id": backup_id, "target_index_name": body.name}))
+        self.manager.store.write_side_file(state.id, _RESTORE_SUFFIX,
+                                           orjson.dumps({"backup_id": backup_id, "target_index_name": body.name}))
         return self.manager.resume(state.id, sync=False)
 
     def restore_info(self, state: JobState) -> dict[str, Any]:
         try:
-            return orjson.loads(self.manager.store.side_file(state.id, _RESTORE_SUFFIX).read_bytes())
+            info = orjson.loads(self.manager.store.side_file(state.id, _RESTORE_SUFFIX).read_bytes())
         except (FileNotFoundError, NotFound, orjson.JSONDecodeError):
             return {}
+        return info if isinstance(info, dict) else {}
 
     def restore_jobs(self) -> list[JobState]:
         return [s for s in self.manager.list("import") if self.restore_info(s)]
@@ -296,7 +326,16 @@ def _backup_list(request: Request, index: str | None, limit: int | None, token: 
                  version: str) -> Response:
     catalog = _catalog(request)
     chunk, nxt = page(catalog.all(index), limit, token, default=10)
-    return json_response(listing([catalog.model(m, version) for m in chunk], nxt), version)
+    models = []
+    for m in chunk:
+        try:
+            models.append(catalog.model(m, version))
+        except Exception as exc:  # a malformed entry: skipped and reported, never a 500 for all
+            catalog._skip(f"{_META}{m.get('backup_id')}.json", f"cannot be described: {type(exc).__name__}: {exc}")
+    response = json_response(listing(models, nxt), version)
+    if catalog.skipped:
+        response.headers["X-Spruce-Skipped-Backups"] = str(len(catalog.skipped))
+    return response
 
 
 @router.get("/backups/{backup_id}", summary="Describe a backup")

@@ -85,7 +85,9 @@ def page(items: Sequence[Any], limit: int | None, token: str | None, *, default:
         try:
             start = int(orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))["offset"])
         except Exception:
-            raise InvalidArgument(f"invalid pagination token {token!r}") from None
+            raise InvalidArgument(f"invalid pagination token {token[:80]!r}") from None
+        if start < 0:  # a negative offset would count from the end: never one of our tokens
+            raise InvalidArgument(f"invalid pagination token {token[:80]!r}")
     end = start + limit
     nxt = None
     if end < len(items):

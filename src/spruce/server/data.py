@@ -28,7 +28,7 @@ from starlette.responses import Response
 
 from spruce import models
 from spruce.engine import Index
-from spruce.errors import InvalidArgument, NotFound
+from spruce.errors import InvalidArgument, NotFound, ValidationError
 from spruce.records import Record, normalize_namespace
 from spruce.server import versions
 from spruce.server.errors import ApiError
@@ -207,6 +207,19 @@ def _after(token: str) -> str:
 # -- operations (run in a worker thread) ----------------------------------------
 
 
+def _refuse_zero(index: Index, values: Any, *, field: str = "values", record: int | None = None,
+                 record_id: Any = None) -> None:
+    """Pinecone refuses an all-zero dense vector on a cosine index (it has no direction), in an
+    upsert, an update and a query; so does spruce. Any other bad value is the engine's to judge."""
+    if isinstance(values, np.ndarray):
+        zero = values.size > 0 and values.dtype.kind in "iuf" and not values.any()
+    else:
+        zero = isinstance(values, list) and bool(values) and all(type(x) in (int, float) and x == 0 for x in values)
+    if zero and index.config.metric == "cosine":
+        raise ValidationError("must contain at least one non-zero value on a cosine index", field=field,
+                              record=record, record_id=record_id if isinstance(record_id, str) else None)
+
+
 def _upsert(index: Index, raw: bytes, version: str) -> Response:
     f = _Fields(_body(raw, loads_upsert), _UPSERT)  # values parsed in bulk, straight to numpy
     vectors = f.get("vectors", list)
@@ -215,7 +228,11 @@ def _upsert(index: Index, raw: bytes, version: str) -> Response:
     if len(vectors) > MAX_UPSERT_VECTORS:
         raise InvalidArgument(f"upsert takes at most {MAX_UPSERT_VECTORS} vectors per request, "
                               f"got {len(vectors)}")
-    count = index.upsert(vectors, namespace=f.get("namespace", str)).upserted_count
+    namespace = normalize_namespace(f.get("namespace", str))  # checked even when vectors is empty
+    for i, rec in enumerate(vectors):
+        _refuse_zero(index, rec.get("values") if isinstance(rec, Mapping) else None, record=i,
+                     record_id=rec.get("id") if isinstance(rec, Mapping) else None)
+    count = index.upsert(vectors, namespace=namespace).upserted_count
     return json_response({"upsertedCount": count}, version)
 
 
@@ -227,9 +244,11 @@ def _query(index: Index, raw: bytes, version: str) -> Response:
     top_k = f.get("topK", int)
     if top_k is None:
         raise InvalidArgument("topK is required")
+    vector = f.get("vector", list)
+    _refuse_zero(index, vector, field="vector")
     result = index.query(
         top_k=top_k,
-        vector=f.get("vector", list),
+        vector=vector,
         id=f.get("id", str),
         sparse_vector=f.get("sparseVector", dict),
         namespace=f.get("namespace", str),
@@ -281,6 +300,7 @@ def _update(index: Index, raw: bytes, version: str) -> Response:
     if rid is not None:
         if flt is not None:
             raise InvalidArgument("update takes either id or filter, not both")
+        _refuse_zero(index, values, record_id=rid)
         index.update(rid, values=values, set_metadata=set_metadata, namespace=namespace, sparse_values=sparse)
         matched = 1
     else:

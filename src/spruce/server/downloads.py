@@ -121,6 +121,10 @@ def _archive_paths(state: JobState) -> list[str]:
     return cached
 
 
+#: Local links follow S3's pre-signed URLs: at most 7 days.
+MAX_LINK_EXPIRY_SECONDS = 7 * 24 * 3600
+
+
 def signed_links(request: Request, state: JobState) -> tuple[str | None, dict[str, str] | None, str | None]:
     """(download_url, download_urls, expires_at) as a client should see them.
 
@@ -129,8 +133,11 @@ def signed_links(request: Request, state: JobState) -> tuple[str | None, dict[st
     if state.status != COMPLETED or not (state.download_url or "").startswith("file://"):
         return state.download_url, state.download_urls, state.download_expires_at
     signer: Signer = request.app.state.signer
-    seconds = int(state.options.get("link_expiry_seconds") or DEFAULT_EXPIRY)
-    expires = int(time.time()) + max(1, seconds)
+    try:  # any stored value, even one an older version accepted, gives a link (clamped), never a 500
+        seconds = int(state.options.get("link_expiry_seconds") or DEFAULT_EXPIRY)
+    except (TypeError, ValueError, OverflowError):
+        seconds = DEFAULT_EXPIRY
+    expires = int(time.time()) + min(max(1, seconds), MAX_LINK_EXPIRY_SECONDS)
     try:
         paths = _archive_paths(state)
     except (SpruceError, OSError):

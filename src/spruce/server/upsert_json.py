@@ -58,6 +58,7 @@ def _fast(raw: bytes) -> Any:
     if not isinstance(vectors, simdjson.Array):
         return None
     body: dict[str, Any] = {k: _plain(doc[k]) for k in keys if k != "vectors"}
+    arrays = 1 + sum(_lists(v) for v in body.values())  # "vectors" itself, and any list beside it
     out: list[Any] = []
     for rec in vectors:
         if not isinstance(rec, simdjson.Object):
@@ -70,10 +71,26 @@ def _fast(raw: bytes) -> Any:
             v = rec[k]
             if k == "values" and isinstance(v, simdjson.Array) and len(v):
                 item[k] = np.frombuffer(v.as_buffer(of_type="d"), dtype=np.float64)
+                arrays += 1
             else:
                 item[k] = _plain(v)
+                arrays += _lists(item[k])
         out.append(item)
+    # as_buffer flattens nested arrays ([[1,2],[3,4]] reads as 4 numbers): every '[' in the body
+    # must be an array seen above, else (nesting, or a '[' inside a string) the plain path decides,
+    # so both paths apply exactly the same checks
+    if raw.count(b"[") != arrays:
+        return None
     body["vectors"] = out
     return body
+
+
+def _lists(value: Any) -> int:
+    """How many JSON arrays ``value`` (a plain object) holds, itself included."""
+    if isinstance(value, list):
+        return 1 + sum(_lists(v) for v in value)
+    if isinstance(value, dict):
+        return sum(_lists(v) for v in value.values())
+    return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -11,6 +12,36 @@ from typing import BinaryIO
 from spruce.storage.base import ObjectInfo, Store
 
 _TMP_MARK = ".spruce-tmp-"
+
+
+def is_private(path: Path) -> bool:
+    """Whether the nearest existing folder at or above ``path`` is owner-only (no group or
+    other bits), as a spruce data folder is: then what is created under it is owner-only too."""
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return stat.S_IMODE(p.stat().st_mode) & 0o077 == 0
+    except OSError:
+        return False
+
+
+def make_dirs(path: Path) -> None:
+    """``mkdir -p`` whose new folders are 0700 under an owner-only folder (``Path.mkdir``
+    gives missing parents the default mode), and the default mode elsewhere."""
+    if path.is_dir():
+        return
+    mode = 0o700 if is_private(path) else 0o777
+    missing = []
+    p = path
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=mode)
+        except FileExistsError:
+            pass
 
 
 def _fsync_dir(path: Path) -> None:
@@ -25,13 +56,15 @@ def _fsync_dir(path: Path) -> None:
 
 
 class _FileWriter:
-    """Writes to a hidden temp file; close() fsyncs and renames it into place."""
+    """Writes to a hidden temp file; close() fsyncs and renames it into place. Under an
+    owner-only folder (a data folder's exports and backups) the file is 0600 from the start."""
 
     def __init__(self, final: Path) -> None:
-        final.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(final.parent)
         self._final = final
         self._tmp = final.with_name(f"{_TMP_MARK}{final.name}.{secrets.token_hex(4)}")
-        self._f = open(self._tmp, "wb")  # noqa: SIM115 - closed in close()/abort()
+        mode = 0o600 if is_private(final.parent) else 0o666  # 0o666: the default, less the umask
+        self._f = os.fdopen(os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb")
 
     def write(self, data: bytes | memoryview) -> int:
         return self._f.write(data)
