@@ -25,10 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
-import spruce
-
 CLI = [sys.executable, "-m", "spruce"]
 
 
@@ -48,16 +44,26 @@ def measure(argv: list[str], env: dict[str, str], repeat: int) -> tuple[float, f
     return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
 
 
+BUILD = """
+import sys
+import numpy as np
+import spruce
+data, records, dim = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rng = np.random.default_rng(0)
+with spruce.Client(data) as c:
+    c.create_index("big", dimension=dim)
+    idx = c.Index("big")
+    for start in range(0, records, 5000):
+        n = min(5000, records - start)
+        x = rng.standard_normal((n, dim), dtype=np.float32)
+        idx.upsert([{"id": f"r{start + i}", "values": x[i], "metadata": {"i": start + i}} for i in range(n)],
+                   namespace="" if start % 10000 else "other")
+"""
+
+
 def build(data: Path, records: int, dim: int) -> None:
-    rng = np.random.default_rng(0)
-    with spruce.Client(data) as c:
-        c.create_index("big", dimension=dim)
-        idx = c.Index("big")
-        for start in range(0, records, 5000):
-            n = min(5000, records - start)
-            x = rng.standard_normal((n, dim), dtype=np.float32)
-            idx.upsert([{"id": f"r{start + i}", "values": x[i], "metadata": {"i": start + i}} for i in range(n)],
-                       namespace="" if start % 10000 else "other")
+    """In a child process: this one stays small, so a forked child's peak RSS is its own."""
+    subprocess.run([sys.executable, "-c", BUILD, str(data), str(records), str(dim)], check=True)
 
 
 def main() -> None:

@@ -71,6 +71,16 @@ def register_runner(kind: str, runner: Runner, *, resume_check: Callable[..., st
         WRITER_KINDS.add(kind)
 
 
+def _lazy(module: str, name: str) -> Callable[..., Any]:
+    """``module.name``, imported when first called."""
+    def call(*args: Any, **kwargs: Any) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+    call.__name__ = name
+    return call
+
+
 def same_command(a: JobState, b: JobState) -> bool:
     """Two jobs started by the same command: same kind, source, target and options."""
     def opts(s: JobState) -> dict[str, Any]:
@@ -170,15 +180,13 @@ class JobManager:
         """The engine's manager. Opening it marks jobs a dead process left behind Interrupted;
         only ``auto_resume`` (``spruce serve``, which owns its jobs) runs them again, logging
         one line per job through ``log``."""
-        from spruce.jobs import export, restore
-        from spruce.jobs.export import run_export
-        from spruce.jobs.restore import run_import
-
-        RUNNERS.setdefault("export", run_export)
-        RUNNERS.setdefault("import", run_import)
-        RESUME_CHECKS.setdefault("import", restore.resume_check)
-        DISCARDS.setdefault("import", restore.discard)
-        DISCARDS.setdefault("export", export.discard)
+        # the built-in kinds, imported on first use: opening a folder to list indexes need not
+        # load the archive format (pyarrow, jsonschema)
+        RUNNERS.setdefault("export", _lazy("spruce.jobs.export", "run_export"))
+        RUNNERS.setdefault("import", _lazy("spruce.jobs.restore", "run_import"))
+        RESUME_CHECKS.setdefault("import", _lazy("spruce.jobs.restore", "resume_check"))
+        DISCARDS.setdefault("import", _lazy("spruce.jobs.restore", "discard"))
+        DISCARDS.setdefault("export", _lazy("spruce.jobs.export", "discard"))
         with cls._instances_lock:
             mgr = cls._instances.get(id(engine))
             if mgr is None or mgr.engine is not engine or mgr.closed:
