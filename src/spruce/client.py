@@ -106,6 +106,21 @@ class Client:
         return start_copy(self.engine, src, dst, allow_lossy=allow_lossy, namespaces=namespaces, format=format,
                           overwrite=overwrite, sync=sync, manager=self.jobs)
 
+    def verify_archive(self, uri: str, *, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Re-read every byte of the archive at ``uri``; the report as a dict (``ok``, ``problems``,
+        counts; see ``spruce verify --json``). A missing path is NotFound, never a crashed export."""
+        from spruce.archive import verify_archive
+        from spruce.storage import open_archive_store
+
+        return verify_archive(open_archive_store(uri, **dict(storage_options or {}))).to_dict()
+
+    def inspect_archive(self, uri: str, *, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The archive's manifest as a dict (reads only the manifest)."""
+        from spruce.archive import ArchiveReader
+        from spruce.storage import open_archive_store
+
+        return ArchiveReader(open_archive_store(uri, **dict(storage_options or {}))).manifest.to_dict()
+
     def _model(self, cfg: IndexConfig) -> models.IndexModel:
         return index_model(cfg, f"embedded://{cfg.name}")
 

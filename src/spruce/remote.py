@@ -341,6 +341,15 @@ class RemoteClient:
             raise NotFound(f"{kind} {job_id!r} not found")
         return state
 
+    def verify_archive(self, uri: str, **_ignored: Any) -> dict[str, Any]:
+        """The server re-reads every byte of the archive at ``uri`` (a path in its storage roots
+        or an object-store URI it can reach); the report as ``Client.verify_archive`` gives it."""
+        return self._request("POST", "/archives/verify", json={"uri": uri})
+
+    def inspect_archive(self, uri: str, **_ignored: Any) -> dict[str, Any]:
+        """The manifest of the archive at ``uri`` on the server's storage."""
+        return self._request("POST", "/archives/inspect", json={"uri": uri})
+
     def copy(self, src: str, dst: str, **_options: Any) -> Any:
         """Copies run in the process that owns the data folder (they read and write other engines
         with that machine's credentials): use ``spruce.Client(data_dir=...)`` or ``spruce copy``."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from spruce.archive.manifest import MANIFEST_NAME, Manifest
 from spruce.archive.naming import PART_PATH_RE
@@ -53,6 +54,13 @@ class VerifyReport:
     @property
     def bad_files(self) -> list[str]:
         return sorted({p.path for p in self.problems})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as ``spruce verify --json`` and ``POST /archives/verify`` give it."""
+        return {"uri": self.uri, "ok": self.ok, "filesChecked": self.files_checked,
+                "recordsChecked": self.records_checked, "bytesChecked": self.bytes_checked,
+                "problems": [{"path": p.path, "kind": p.kind, "message": p.message} for p in self.problems],
+                "badFiles": self.bad_files, "orphans": list(self.orphans)}
 
     def raise_for_problems(self) -> None:
         """Raise the first problem as its IntegrityError, its message counting the others."""

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
 
-from spruce.cli.common import console, err_console
+from spruce.cli.common import JSON_HELP, console, emit_fields, emit_json, emit_table, err_console
 
 if TYPE_CHECKING:
     from spruce.storage import Store
@@ -25,65 +24,75 @@ does not list (orphans of an interrupted export) are reported but harmless.
 
 def _store(src: str, endpoint_url: str | None) -> Store:
     """The archive's store; ``ARCHIVE/manifest.json`` names its archive too."""
-    from spruce.storage import open_store
+    from spruce.storage import open_archive_store
 
-    opts = {"endpoint_url": endpoint_url} if endpoint_url and src.startswith("s3://") else {}
-    store = open_store(src, **opts)
-    local = store.local_path("")
-    if local and os.path.isfile(local) and os.path.basename(local) == "manifest.json":
-        return open_store(os.path.dirname(local))
-    return store
+    return open_archive_store(src, **({"endpoint_url": endpoint_url} if endpoint_url and src.startswith("s3://")
+                                      else {}))
+
+
+def _report(ctx: typer.Context, src: str, endpoint_url: str | None, what: str) -> dict:
+    """The verify report or manifest as a dict: from the server's storage with --host, else here."""
+    from spruce.cli.common import GlobalOptions, client
+
+    opts: GlobalOptions = ctx.obj or GlobalOptions()
+    if opts.host:
+        c = client(ctx)
+        return c.verify_archive(src) if what == "verify" else c.inspect_archive(src)
+    from spruce.archive import ArchiveReader, verify_archive
+
+    store = _store(src, endpoint_url)
+    return verify_archive(store).to_dict() if what == "verify" else ArchiveReader(store).manifest.to_dict()
 
 
 def verify(
-    src: str = typer.Argument(..., help="Archive folder or storage URI."),
+    ctx: typer.Context,
+    src: str = typer.Argument(..., help="Archive folder or storage URI (with --host: on the server)."),
     endpoint_url: str = typer.Option(None, "--endpoint-url", envvar="AWS_ENDPOINT_URL",
                                      help="S3-compatible endpoint."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    from spruce.archive import verify_archive
-
-    report = verify_archive(_store(src, endpoint_url))
-    for orphan in report.orphans:
+    report = _report(ctx, src, endpoint_url, "verify")
+    if as_json:
+        emit_json(report)
+        if not report["ok"]:
+            raise typer.Exit(1)
+        return
+    for orphan in report["orphans"]:
         err_console.print(f"[yellow]note:[/] {escape(orphan)}: not in the manifest (orphan of an earlier run)")
-    if not report.ok:
-        for p in report.problems:
-            err_console.print(f"[bold red]BAD[/] {escape(p.path)}: {p.kind}: {escape(p.message)}",
+    if not report["ok"]:
+        for p in report["problems"]:
+            err_console.print(f"[bold red]BAD[/] {escape(p['path'])}: {p['kind']}: {escape(p['message'])}",
                               soft_wrap=True)
-        err_console.print(f"[bold red]{len(report.bad_files)} bad file(s)[/] in {escape(report.uri)}")
+        err_console.print(f"[bold red]{len(report['badFiles'])} bad file(s)[/] in {escape(report['uri'])}")
         raise typer.Exit(1)
-    console.print(f"[green]OK[/] {escape(report.uri)}: {report.files_checked} files, "
-                  f"{report.records_checked:,} records, {report.bytes_checked:,} bytes verified")
+    console.print(f"[green]OK[/] {escape(report['uri'])}: {report['filesChecked']} files, "
+                  f"{report['recordsChecked']:,} records, {report['bytesChecked']:,} bytes verified")
 
 
 def inspect(
-    src: str = typer.Argument(..., help="Archive folder or storage URI."),
+    ctx: typer.Context,
+    src: str = typer.Argument(..., help="Archive folder or storage URI (with --host: on the server)."),
     endpoint_url: str = typer.Option(None, "--endpoint-url", envvar="AWS_ENDPOINT_URL",
                                      help="S3-compatible endpoint."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Show an archive's manifest as a table (reads only the manifest; use verify to check data)."""
-    from rich.table import Table
-
-    from spruce.archive import ArchiveReader
-
-    m = ArchiveReader(_store(src, endpoint_url)).manifest
-    src_info = m.source
-    head = Table(show_header=False, title=f"archive {escape(src)}")
-    for k, v in (
-        ("export id", m.export_id), ("created", m.created_at), ("spruce", m.spruce_version),
-        ("index", f"{src_info.get('index')} ({src_info.get('vector_type')}, dimension "
-                  f"{src_info.get('dimension')}, {src_info.get('metric')})"),
-        ("consistency", m.consistency), ("snapshot", m.snapshot), ("selection", m.selection),
-        ("data", f"{m.data.get('format')} / {m.data.get('compression')}"),
-    ):
-        head.add_row(k, escape(str(v)))
-    console.print(head)
-    table = Table("namespace", "folder", "records", "files", "bytes")
-    for ns in m.namespaces:
-        table.add_row(escape(ns.name or "__default__"), escape(ns.dir), f"{ns.record_count:,}", str(len(ns.files)),
-                      f"{sum(f.bytes for f in ns.files):,}")
-    t = m.totals
-    table.add_row("[bold]total[/]", "", f"[bold]{t['records']:,}[/]", str(t["files"]), f"{t['bytes']:,}")
-    console.print(table)
+    """Show an archive's manifest (reads only the manifest; use verify to check data)."""
+    m = _report(ctx, src, endpoint_url, "inspect")
+    if as_json:
+        emit_json(m)
+        return
+    s = m["source"]
+    head = [("export id", m.get("export_id")), ("created", m.get("created_at")), ("spruce", m.get("spruce_version")),
+            ("index", f"{s.get('index')} ({s.get('vector_type')}, dimension {s.get('dimension')}, "
+                      f"{s.get('metric')})"),
+            ("consistency", m.get("consistency")), ("snapshot", m.get("snapshot")), ("selection", m.get("selection")),
+            ("data", f"{m['data'].get('format')} / {m['data'].get('compression')}")]
+    emit_fields(head, title=f"archive {src}")
+    rows = [(ns["name"] or "__default__", ns["dir"], f"{ns['record_count']:,}", str(len(ns["files"])),
+             f"{sum(f['bytes'] for f in ns['files']):,}") for ns in m["namespaces"]]
+    t = m.get("totals") or {}
+    rows.append(("total", "", f"{t.get('records', 0):,}", str(t.get("files", 0)), f"{t.get('bytes', 0):,}"))
+    emit_table(("namespace", "folder", "records", "files", "bytes"), rows)
 
 
 verify.__doc__ = VERIFY_HELP

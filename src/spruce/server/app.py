@@ -26,7 +26,7 @@ from fastapi import APIRouter, FastAPI
 import spruce.sources  # noqa: F401 - registers the connectors' job kinds
 from spruce import __version__
 from spruce.engine import Engine
-from spruce.server import backups, bulk, control, data, downloads, exports
+from spruce.server import archives, backups, bulk, control, data, downloads, exports
 from spruce.server.auth import HEALTH_PATH, ApiKeyMiddleware
 from spruce.server.errors import DATA_PREFIX, install_handlers
 from spruce.server.versions import LATEST, SUPPORTED
@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 
 __all__ = ["CONTROL_ROUTERS", "DATA_ROUTER_FACTORIES", "create_app"]
 
-CONTROL_ROUTERS: list[APIRouter] = [control.router, backups.router, bulk.jobs_router, downloads.router]
+CONTROL_ROUTERS: list[APIRouter] = [control.router, backups.router, bulk.jobs_router, downloads.router,
+                                     archives.router]
 DATA_ROUTER_FACTORIES: list[Callable[..., APIRouter]] = [data.build_router, bulk.build_router,
                                                          exports.build_router]
 

@@ -16,6 +16,7 @@ __all__ = [
     "Store",
     "Writer",
     "describe_storage_error",
+    "open_archive_store",
     "open_store",
     "parse_storage_uri",
     "redact_uri",
@@ -39,6 +40,18 @@ def open_store(uri: str | StorageURI, **options: Any) -> Store:
     from spruce.storage.object import ObjectStore
 
     return ObjectStore(location, **options)
+
+
+def open_archive_store(uri: str, **options: Any) -> Store:
+    """``open_store``, where a local ``ARCHIVE/manifest.json`` names its archive folder (users
+    often point at the manifest)."""
+    import os
+
+    store = open_store(uri, **options)
+    local = store.local_path("")
+    if local and os.path.isfile(local) and os.path.basename(local) == "manifest.json":
+        return open_store(os.path.dirname(local))
+    return store
 
 
 def __getattr__(name: str) -> Any:
