@@ -409,7 +409,12 @@ class JobManager:
     def describe(self, job_id: str) -> JobState:
         with self._mutex:
             ctx = self._active.get(job_id)
+            thread = self._threads.get(job_id)
         if ctx is not None:
+            if ctx.state.terminal and thread is not None and thread is not threading.current_thread():
+                # the job is in its last step (the final save): a caller that sees the end must
+                # find it on disk too, or a process exiting now would leave it InProgress
+                thread.join(timeout=30)
             return ctx.state
         return self.store.load(job_id)
 
