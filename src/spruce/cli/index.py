@@ -45,19 +45,49 @@ def create(
 @app.command("list")
 def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """List indexes."""
-    models = list(client(ctx).list_indexes())
+    found = local_models(ctx)
+    models = found if found is not None else [m.to_dict() for m in client(ctx).list_indexes()]
     if as_json:
-        emit_json({"indexes": [m.to_dict() for m in models]})
+        emit_json({"indexes": models})
         return
-    rows = [(m.name, state_text(m.status), str(m.dimension), m.metric, m.vector_type, m.deletion_protection)
-            for m in models]
+    rows = [(m["name"], state_text(m["status"]), str(m["dimension"]), m["metric"], m["vector_type"],
+             m["deletion_protection"]) for m in models]
     emit_table(("name", "state", "dimension", "metric", "vector type", "deletion protection"), rows)
+
+
+def local_models(ctx: typer.Context, name: str | None = None) -> list[dict] | None:
+    """The data folder's indexes read straight from their files (no engine, no lock): None with
+    --host. With ``name``, that index only (NotFound when missing)."""
+    from spruce.cli.common import GlobalOptions
+    from spruce.engine import catalog
+
+    opts: GlobalOptions = ctx.obj or GlobalOptions()
+    if opts.host:
+        return None
+    root = catalog.data_dir(opts.data)
+    try:
+        names = [name] if name is not None else catalog.index_names(root)
+    except OSError as exc:
+        from spruce.cli.common import fail
+
+        fail(f"cannot open data folder {opts.data or root}: {exc.strerror or exc}")
+    out = []
+    for n in names:
+        cfg = catalog.config(root, n)
+        if cfg is None:
+            from spruce.errors import NotFound
+
+            raise NotFound(f"index {n!r} not found")
+        out.append(catalog.model(cfg))
+    return out
 
 
 def state_text(status: object) -> str:
     """``Ready``, or ``Initializing (restore job ID)`` while a restore fills the index."""
-    state = getattr(status, "state", "Ready")
-    job = getattr(status, "spruce_job", None)
+    if isinstance(status, dict):
+        state, job = status.get("state", "Ready"), status.get("spruce_job")
+    else:
+        state, job = getattr(status, "state", "Ready"), getattr(status, "spruce_job", None)
     return f"{state} (restore job {job})" if job else state
 
 
@@ -65,11 +95,12 @@ def state_text(status: object) -> str:
 def describe(ctx: typer.Context, name: str = typer.Argument(..., metavar="INDEX"),
              as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Show an index's configuration."""
-    m = client(ctx).describe_index(name)
+    found = local_models(ctx, name)
+    m = found[0] if found is not None else client(ctx).describe_index(name).to_dict()
     if as_json:
-        emit_json(m.to_dict())
+        emit_json(m)
         return
-    emit_fields(m.to_dict().items())
+    emit_fields(m.items())
 
 
 @app.command("configure")
