@@ -86,3 +86,18 @@ def test_links_file_from_jobs_show_works(server: RunningServer, exported: str, t
                        capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "viajob" / "manifest.json").is_file()
+
+
+def test_the_servers_own_job_file_works_as_a_links_file(server: RunningServer, exported: str,
+                                                        tmp_path: Path) -> None:
+    ok(cli(server, "jobs", "show", exported))  # the server hands out links, and keeps them in the job file
+    assert server.engine is not None
+    job_file = Path(server.engine.data_dir) / "jobs" / f"{exported}.json"
+    doc = json.loads(job_file.read_text())
+    assert doc["download_urls"] and all(u.startswith("http") for u in doc["download_urls"].values())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPRUCE_")}
+    manifest = doc["download_urls"]["manifest.json"]
+    p = subprocess.run([*CLI, "download", manifest, str(tmp_path / "viafile"), "--links", str(job_file)],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "viafile" / "manifest.json").is_file()

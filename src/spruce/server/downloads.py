@@ -145,7 +145,26 @@ def signed_links(request: Request, state: JobState) -> tuple[str | None, dict[st
     base = base_url(request)
     urls = {p: signer.link(base, state.id, p, expires) for p in paths}
     at = datetime.fromtimestamp(expires, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    _remember(request, state, urls, at, seconds)
     return urls["manifest.json"], urls, at
+
+
+def _remember(request: Request, state: JobState, urls: dict[str, str], expires_at: str, seconds: int) -> None:
+    """Keep the links last handed out in the job's file too (``download_urls``), so the file works
+    as ``spruce download --links JOBFILE`` until they expire. ``download_url`` stays the file://
+    manifest, which is what later requests sign afresh from."""
+    stored = state.download_expires_at
+    try:
+        left = datetime.fromisoformat(stored.replace("Z", "+00:00")).timestamp() - time.time() if stored else -1
+    except ValueError:
+        left = -1
+    if state.download_urls and left > seconds / 2:
+        return  # the file's links still have most of their life: no write on every poll
+    state.download_urls, state.download_expires_at = urls, expires_at
+    try:
+        request.app.state.jobs.store.save(state)
+    except (OSError, SpruceError):
+        pass  # the answer does not depend on it
 
 
 def _forbidden() -> ApiError:
