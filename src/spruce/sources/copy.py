@@ -156,6 +156,7 @@ def _copy(ctx: JobContext, source: Connector, target: Connector) -> None:
         for page in source.pages(ns, state["cursor"]):
             ctx.check_cancel()
             batch = target.check(ns, page.batch, losses)
+            skipped = len(page.batch) - len(batch)  # records allow_lossy skips (the target cannot take them)
             if losses and not o.get("allow_lossy"):
                 raise LossyCopy(f"{o['dst']} cannot hold what {o['src']} has: " + "; ".join(losses.lines()) +
                                 "; nothing more is written (pass --allow-lossy to convert, see docs/CONNECTORS.md)")
@@ -165,6 +166,7 @@ def _copy(ctx: JobContext, source: Connector, target: Connector) -> None:
                 ctx.save()
             _retry(ctx, lambda b=batch, n=ns, cur=page.cursor: _write(target, n, b, s.id, cur))
             state["cursor"], state["done"] = page.cursor, state["done"] + len(batch)
+            state["dropped"] = state.get("dropped", 0) + skipped
             ctx.progress(records=len(batch))
             if external:
                 cp["target_total"], cp["pending"] = target.total(), 0
@@ -181,7 +183,7 @@ def _copy(ctx: JobContext, source: Connector, target: Connector) -> None:
         return
     short = []
     for ns in nss:
-        have, need = target.count(ns), counts[ns]
+        have, need = target.count(ns), counts[ns] - cp["namespaces"].get(ns, {}).get("dropped", 0)
         exact = not cp["target_start"].get(ns)  # an empty target must end with exactly the source's records
         if have < need or (exact and have != need):
             short.append(f"{ns or '__default__'}: {have:,} in the target, {need:,} in the source")

@@ -17,6 +17,7 @@ CONNECTORS: dict[str, str] = {
     "chroma": "chroma:ChromaConnector",
     "milvus": "milvus:MilvusConnector",
     "lancedb": "lancedb:LanceDBConnector",
+    "pinecone": "pinecone_end:PineconeConnector",
 }
 
 
