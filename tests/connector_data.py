@@ -25,7 +25,7 @@ def records(namespace: str, *, sparse: bool = True, seed: int = 0, n_extra: int 
         if i % 3 == 1:
             rec["metadata"] = None  # a record without metadata
         if sparse and i % 2 == 0:
-            rec["sparse_values"] = {"indices": [i, 100 + i, 70000], "values": [0.5, float(np.float32(i / 3)), -1.25]}
+            rec["sparse_values"] = {"indices": [i, 100 + i, 70000], "values": [0.5, float(np.float32((i + 1) / 3)), -1.25]}
         out.append(rec)
     return out
 

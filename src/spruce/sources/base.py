@@ -198,6 +198,14 @@ def redact(uri: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
+def public_uri(uri: str) -> str:
+    """The URI without any user information (a manifest's ``source.host`` holds no credentials)."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
+
+
 def require(module: str, engine: str) -> Any:
     """Import a client library, or one line naming the extra that provides it."""
     import importlib

@@ -29,7 +29,7 @@ from typing import Any
 from spruce.errors import IntegrityError, InvalidArgument, NotFound, SpruceError
 from spruce.jobs.manager import JobContext, register_runner
 from spruce.jobs.state import JobState, new_job_id
-from spruce.sources.base import Connector, ConnectorError, Losses, LossyCopy
+from spruce.sources.base import Connector, ConnectorError, Losses, LossyCopy, public_uri
 from spruce.sources.ends import ArchiveSourceEnd, ArchiveTargetEnd, SpruceIndexEnd
 
 RETRIES = 5
@@ -179,7 +179,7 @@ def _copy(ctx: JobContext, source: Connector, target: Connector) -> None:
         kind = getattr(source, "kind", "spruce")
         target.commit({"index": (source.label or "collection")[:45], "dimension": shape.dimension,  # type: ignore[attr-defined]
                        "metric": shape.metric, "vector_type": shape.vector_type, "spec": {"connector": kind},
-                       "host": source.uri if kind != "spruce" else None, "kind": kind}, s.id)
+                       "host": public_uri(source.uri) if kind != "spruce" else None, "kind": kind}, s.id)
         return
     short = []
     for ns in nss:
