@@ -121,7 +121,7 @@ def test_a_busy_folder_names_its_holder_and_the_way_forward(tmp_path: Path) -> N
             spruce.Client(data)
         msg = str(err.value)
         assert f"spruce process {proc.pid}" in msg and "spruce.Client(host=" in msg and "--host" not in msg
-        p = cli("--data", str(data), "index", "list")
+        p = cli("--data", str(data), "index", "create", "y", "-d", "2")
         assert p.returncode == 1
         assert f"spruce process {proc.pid}" in p.stderr and "spruce serve" in p.stderr and "--host" in p.stderr
         assert "spruce.Client" not in p.stderr
@@ -130,7 +130,7 @@ def test_a_busy_folder_names_its_holder_and_the_way_forward(tmp_path: Path) -> N
         proc.wait()
     proc = _holder(data, job="imp-20261203000000-abcdef12")
     try:
-        p = cli("--data", str(data), "index", "list")
+        p = cli("--data", str(data), "index", "create", "y", "-d", "2")
         assert p.returncode == 1
         assert "a worker running job imp-20261203000000-abcdef12" in p.stderr
         assert "spruce jobs show imp-20261203000000-abcdef12" in p.stderr
