@@ -3,6 +3,13 @@ included), every metadata type, sparse values, and float32 values compared bit f
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -74,3 +81,53 @@ def _all_ids(idx: Any, ns: str) -> list[str]:
         token = page.pagination.next if page.pagination else None
         if not token:
             return out
+
+
+# -- driving the CLI: shared by every connector test ---------------------------------------
+CLI = [sys.executable, "-c", "from spruce.cli import main; main()"]
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("SPRUCE_")}
+
+
+def cli(*args: str, data: str) -> subprocess.CompletedProcess:
+    """Run ``spruce --data DATA ARGS...`` in a new process, as an operator would."""
+    return subprocess.run([*CLI, "--data", data, *args], capture_output=True, text=True, env=_env(), timeout=300)
+
+
+def big(client: Any, name: str, n: int) -> None:
+    """An index of ``n`` dense records, large enough that a copy takes many pages."""
+    client.create_index(name, dimension=DIM, metric="euclidean")
+    rng = np.random.default_rng(3)
+    idx = client.Index(name)
+    for start in range(0, n, 1000):
+        idx.upsert([(f"r{i:06d}", rng.standard_normal(DIM).astype(np.float32).tolist(), {"i": i})
+                    for i in range(start, min(n, start + 1000))])
+
+
+def kill_midway(data: str, args: list[str], *, after: int = 2000) -> str:
+    """Start ``spruce copy`` in a new process and SIGKILL it once its job file says ``after``
+    records were copied (and not all of them); returns the job id."""
+    jobs_dir = os.path.join(data, "jobs")
+    before = set(os.listdir(jobs_dir)) if os.path.isdir(jobs_dir) else set()
+    proc = subprocess.Popen([*CLI, "--data", data, *args], env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        for name in os.listdir(jobs_dir) if os.path.isdir(jobs_dir) else []:
+            if name.startswith("cpy-") and name.endswith(".json") and name not in before:
+                try:
+                    state = json.loads(Path(jobs_dir, name).read_text())
+                except ValueError:
+                    continue  # caught mid-write
+                if state["records_done"] >= after:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    assert state["records_done"] < state["records_total"], "the copy finished before the kill"
+                    return name[:-5]
+        if proc.poll() is not None:
+            raise AssertionError(f"the copy ended (exit {proc.returncode}) before it could be killed")
+        time.sleep(0.02)
+    proc.kill()
+    raise AssertionError("the copy never got going")

