@@ -1,13 +1,14 @@
 """Connector throughput: spruce's copy job against the naive loop, in the same run.
 
 For each engine: N x D records read from the engine into an archive, and written from an archive
-into the engine. The naive loop is what a user writes from the engine's documentation: page
-with the engine's own paging (Qdrant: scroll, 100 at a time) and upsert in batches of 100;
-its export side writes gzipped JSON lines with the standard library. Each measurement runs in
-its own process, so peak RSS is that process's own (reported as extra over an idle process
-that imported the same modules).
+into the engine. spruce's archive is Parquet (the layout Pinecone's bulk import reads). The naive
+loop is what a user writes from the engine's documentation: page with the engine's own paging,
+100 records a page (Qdrant: scroll; pgvector: LIMIT/OFFSET; LanceDB: limit/offset; Chroma: get
+with limit/offset; Milvus: query_iterator), upsert in batches of 100, and write gzipped JSON lines
+with the standard library. Each measurement runs in its own process, so peak RSS is that
+process's own, reported as extra over an idle process that imported the same client libraries.
 
-    python bench/connectors.py [--n 100000] [--dim 768] [--engines qdrant] [--repeat 3]
+    python bench/connectors.py [--n 100000] [--dim 768] [--engines pgvector,lancedb] [--repeat 1]
 """
 
 from __future__ import annotations
@@ -54,19 +55,23 @@ with spruce.Client(data_dir={data!r}) as c:
         vals = rng.standard_normal((m, {dim})).astype(np.float32)
         idx.upsert([(f"id-{{start + i:07d}}", vals[i], {{"i": start + i, "tag": "t" + str(i % 7)}})
                     for i in range(m)])
-    c.Index("src").export_index(storage_path={arc!r}, sync=True)
+    c.Index("src").export_index(storage_path={arc!r}, sync=True, format="parquet")
 emit({{}})
 """
 
 IDLE = """
-import json, spruce, spruce.sources.copy
-emit({"seconds": 0})
+import importlib, spruce, spruce.sources.copy
+for name in {modules!r}:
+    importlib.import_module(name)
+emit({{"seconds": 0}})
 """
+CLIENTS = {"qdrant": ["qdrant_client"], "pgvector": ["psycopg", "pgvector.psycopg"], "lancedb": ["lancedb"],
+           "chroma": ["chromadb"], "milvus": ["pymilvus", "milvus_lite"]}
 
 SPRUCE_COPY = """
 import json, time, spruce
 t = time.perf_counter()
-job = spruce.copy({src!r}, {dst!r}, data_dir={data!r}, overwrite=True)
+job = spruce.copy({src!r}, {dst!r}, data_dir={data!r}, overwrite=True, format="parquet")
 emit({{"seconds": time.perf_counter() - t, "records": job.records_done}})
 """
 
@@ -251,6 +256,118 @@ def bench_lancedb(work: Path, data: str, arc: str, n: int, dim: int, repeat: int
     report("lancedb", rows, n)
 
 
+NAIVE_CHROMA_WRITE = """
+import time, chromadb
+from spruce.archive import ArchiveReader
+from spruce.storage import open_store
+t = time.perf_counter()
+col = chromadb.PersistentClient(path={path!r}).create_collection("naive", metadata={{"hnsw:space": "l2"}})
+reader = ArchiveReader(open_store({arc!r}))
+n = 0
+for ns in reader.manifest.namespaces:
+    for batch in reader.iter_batches(ns, batch_size=100):
+        col.upsert(ids=list(batch.ids), embeddings=[v.tolist() for v in batch.values],
+                   metadatas=[{{**(md or {{}}), "__id__": rid}} for rid, md in zip(batch.ids, batch.metadata)])
+        n += len(batch)
+emit({{"seconds": time.perf_counter() - t, "records": n}})
+"""
+
+NAIVE_CHROMA_READ = """
+import gzip, json, os, time, chromadb
+t = time.perf_counter()
+col = chromadb.PersistentClient(path={path!r}).get_collection({collection!r})
+os.makedirs({out!r}, exist_ok=True)
+n = 0
+with gzip.open(os.path.join({out!r}, "part-00000.jsonl.gz"), "wt") as f:
+    while True:  # the documented limit/offset paging, 100 records a page
+        got = col.get(limit=100, offset=n, include=["embeddings", "metadatas"])
+        for rid, emb, md in zip(got["ids"], got["embeddings"], got["metadatas"]):
+            f.write(json.dumps({{"id": rid, "values": [float(x) for x in emb], "metadata": md}}) + "\\n")
+        n += len(got["ids"])
+        if len(got["ids"]) < 100:
+            break
+emit({{"seconds": time.perf_counter() - t, "records": n}})
+"""
+
+NAIVE_MILVUS_WRITE = """
+import json, time
+from pymilvus import DataType, MilvusClient
+from spruce.archive import ArchiveReader
+from spruce.storage import open_store
+t = time.perf_counter()
+client = MilvusClient({path!r})
+schema = client.create_schema(auto_id=False)
+schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=512)
+schema.add_field("vector", DataType.FLOAT_VECTOR, dim={dim})
+schema.add_field("metadata", DataType.JSON)
+index = client.prepare_index_params()
+index.add_index("vector", index_type="FLAT", metric_type="L2")
+client.create_collection("naive", schema=schema, index_params=index)
+reader = ArchiveReader(open_store({arc!r}))
+n = 0
+for ns in reader.manifest.namespaces:
+    for batch in reader.iter_batches(ns, batch_size=100):
+        client.upsert("naive", [{{"id": rid, "vector": batch.values[i].tolist(), "metadata": batch.metadata[i] or {{}}}}
+                                for i, rid in enumerate(batch.ids)])
+        n += len(batch)
+client.close()
+emit({{"seconds": time.perf_counter() - t, "records": n}})
+"""
+
+NAIVE_MILVUS_READ = """
+import gzip, json, os, time
+from pymilvus import MilvusClient
+t = time.perf_counter()
+client = MilvusClient({path!r})
+os.makedirs({out!r}, exist_ok=True)
+n = 0
+it = client.query_iterator({collection!r}, batch_size=100, output_fields=["*"])
+with gzip.open(os.path.join({out!r}, "part-00000.jsonl.gz"), "wt") as f:
+    while rows := it.next():  # the documented iterator, 100 records a page
+        for r in rows:
+            f.write(json.dumps({{"id": r.get("id"), "values": [float(x) for x in r["vector"]],
+                                "metadata": r.get("metadata")}}) + "\\n")
+        n += len(rows)
+it.close()
+client.close()
+emit({{"seconds": time.perf_counter() - t, "records": n}})
+"""
+
+
+def _pair(rows: dict[str, list[dict[str, float]]], env: dict[str, str], data: str, arc: str, uri: str, out: str,
+          naive_write: str, naive_read: str) -> None:
+    rows["spruce write"].append(_child(SPRUCE_COPY.format(src=arc, dst=uri, data=data), env))
+    rows["naive write"].append(_child(naive_write, env))
+    rows["spruce read"].append(_child(SPRUCE_COPY.format(src=uri, dst=out, data=data), env))
+    rows["naive read"].append(_child(naive_read, env))
+
+
+def _rows() -> dict[str, list[dict[str, float]]]:
+    return {k: [] for k in ("spruce write", "naive write", "spruce read", "naive read")}
+
+
+def bench_chroma(work: Path, data: str, arc: str, n: int, dim: int, repeat: int, env: dict[str, str]) -> None:
+    rows = _rows()
+    for r in range(repeat):
+        path, naive = str(work / f"chroma-{r}"), str(work / f"chroma-naive-{r}")
+        uri = f"chroma://{path}?collection=bench".replace("chroma://", "chroma:///", 1).replace("////", "///")
+        _pair(rows, env, data, arc, uri, str(work / f"chroma-out-{r}"),
+              NAIVE_CHROMA_WRITE.format(path=naive, arc=arc),
+              NAIVE_CHROMA_READ.format(path=path, collection="bench", out=str(work / f"chroma-naive-out-{r}")))
+    report("chroma (PersistentClient)", rows, n)
+
+
+def bench_milvus(work: Path, data: str, arc: str, n: int, dim: int, repeat: int, env: dict[str, str]) -> None:
+    rows = _rows()
+    for r in range(repeat):
+        path, naive = str(work / f"milvus-{r}.db"), str(work / f"milvus-naive-{r}.db")
+        uri = f"milvus://{path}?collection=bench".replace("milvus://", "milvus:///", 1).replace("////", "///")
+        _pair(rows, env, data, arc, uri, str(work / f"milvus-out-{r}"),
+              NAIVE_MILVUS_WRITE.format(path=naive, arc=arc, dim=dim),
+              NAIVE_MILVUS_READ.format(path=path, collection="bench", out=str(work / f"milvus-naive-out-{r}")))
+    report("milvus (Milvus Lite 2.5)", rows, n)
+
+
 def report(engine: str, rows: dict[str, list[dict[str, float]]], n: int) -> None:
     print(f"\n{engine}: {n:,} records")
     med = {k: statistics.median(x["seconds"] for x in v) for k, v in rows.items()}
@@ -266,8 +383,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--dim", type=int, default=768)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--engines", default="pgvector,lancedb,qdrant")
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--engines", default="pgvector,lancedb,qdrant,chroma,milvus")
     args = ap.parse_args()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPRUCE_")}
     with tempfile.TemporaryDirectory(prefix="spruce-bench-") as tmp:
@@ -276,12 +393,14 @@ def main() -> None:
         t = time.perf_counter()
         _child(SETUP.format(data=data, n=args.n, dim=args.dim, arc=arc), env)
         print(f"setup: {args.n:,}x{args.dim} index and archive in {time.perf_counter() - t:.1f}s")
-        idle = _child(IDLE, env)
+        modules = [m for e in args.engines.split(",") for m in CLIENTS[e]]
+        idle = _child(IDLE.format(modules=modules), env)
         global IDLE_MB
         IDLE_MB = idle["rss_mb"]
         print(f"idle interpreter with the clients imported: {IDLE_MB:.0f} MB")
         for engine in args.engines.split(","):
-            {"qdrant": bench_qdrant, "pgvector": bench_pgvector, "lancedb": bench_lancedb}[engine](
+            {"qdrant": bench_qdrant, "pgvector": bench_pgvector, "lancedb": bench_lancedb,
+             "chroma": bench_chroma, "milvus": bench_milvus}[engine](
                 work, data, arc, args.n, args.dim, args.repeat, env)
 
 

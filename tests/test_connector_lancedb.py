@@ -19,11 +19,8 @@ lancedb = pytest.importorskip("lancedb", reason="pip install 'spruce[connectors]
 pa = pytest.importorskip("pyarrow", reason="pip install 'spruce[connectors]'")
 
 
-
 def _uri(path: Path, table: str) -> str:
     return f"lancedb://{path}?table={table}".replace("lancedb://", "lancedb:///", 1).replace("////", "///")
-
-
 
 
 def test_full_circle_is_exact_and_idiomatic(tmp_path: Path) -> None:
@@ -86,10 +83,6 @@ def test_the_uri_names_a_table_and_holds_no_password(tmp_path: Path) -> None:
         with pytest.raises(InvalidArgument, match="table"):
             c.copy("src", _uri(tmp_path / "lance", "no spaces"))
         assert c.jobs.list() == []
-
-
-
-
 
 
 def test_kill_midway_then_resume_is_exact(tmp_path: Path) -> None:

@@ -4,26 +4,19 @@ collection as a pymilvus user sees it."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import spruce
-from connector_data import DIM, NAMESPACES, assert_same, fill
+from connector_data import DIM, NAMESPACES, assert_same, cli, fill
 from spruce.errors import InvalidArgument
 
 pymilvus = pytest.importorskip("pymilvus", reason="pip install 'spruce[connectors]'")
 pytest.importorskip("milvus_lite", reason="pip install 'spruce[connectors]'")
 
-CLI = [sys.executable, "-c", "from spruce.cli import main; main()"]
 
 
-def _cli(*args: str, data: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPRUCE_")}
-    return subprocess.run([*CLI, "--data", data, *args], capture_output=True, text=True, env=env, timeout=300)
 
 
 def test_full_circle_is_exact_and_idiomatic(tmp_path: Path) -> None:
@@ -35,7 +28,7 @@ def test_full_circle_is_exact_and_idiomatic(tmp_path: Path) -> None:
     for args in (("export", "src", str(tmp_path / "arc1")), ("restore", str(tmp_path / "arc1"), uri),
                  ("export", uri, str(tmp_path / "arc2")), ("restore", str(tmp_path / "arc2"), "back"),
                  ("verify", str(tmp_path / "arc2"))):
-        p = _cli(*args, data=data)
+        p = cli(*args, data=data)
         assert p.returncode == 0, (args, p.stdout, p.stderr)
     with spruce.Client(data_dir=data) as c:
         assert_same(c, "src", "back")

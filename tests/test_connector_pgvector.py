@@ -26,7 +26,6 @@ psycopg = pytest.importorskip("psycopg", reason="pip install 'spruce[connectors]
 pgvector_psycopg = pytest.importorskip("pgvector.psycopg", reason="pip install 'spruce[connectors]'")
 
 
-
 @pytest.fixture(scope="module")
 def pg() -> Iterator[str]:
     """A PostgreSQL server for this module; its Unix socket directory. Its folder is not under
@@ -53,8 +52,6 @@ def _sql(pg: str, query: str, params: Any = None) -> list[tuple]:
         pgvector_psycopg.register_vector(conn)
         cur = conn.execute(query, params)
         return cur.fetchall() if cur.description else []
-
-
 
 
 def test_full_circle_is_exact_and_idiomatic(pg, tmp_path: Path) -> None:
@@ -187,10 +184,6 @@ def test_a_password_in_the_uri_is_refused(pg, tmp_path: Path) -> None:
         assert c.jobs.list() == []
 
 
-
-
-
-
 def test_kill_midway_then_resume_is_exact(pg, tmp_path: Path) -> None:
     data = str(tmp_path / "data")
     uri = _uri(pg, "big")
@@ -220,3 +213,20 @@ def test_resume_is_refused_when_the_target_changed(pg, tmp_path: Path) -> None:
     assert p.returncode == 1 and "changed after this job stopped" in p.stderr, p.stderr
     p = cli("jobs", "show", job, "--json", data=data)
     assert json.loads(p.stdout)["status"] == "Superseded"
+
+
+def test_a_copy_into_a_filled_table_replaces_rows_whole(pg, tmp_path: Path) -> None:
+    """The first copy goes straight in; the second meets every id and upserts: rows replaced
+    whole (a metadata key that is gone is gone), new ones added, nothing doubled."""
+    data = str(tmp_path / "data")
+    uri = _uri(pg, "again")
+    with spruce.Client(data_dir=data) as c:
+        big(c, "src", 3000)
+        c.copy("src", uri)
+        idx = c.Index("src")
+        idx.upsert([("r000001", [1.0] * DIM, {"new": True}), ("extra", [2.0] * DIM)])
+        c.copy("src", uri)
+    assert _sql(pg, "SELECT count(*) FROM again") == [(3001,)]
+    assert _sql(pg, "SELECT metadata FROM again WHERE id = 'r000001'") == [({"new": True},)]
+    row = _sql(pg, "SELECT embedding FROM again WHERE id = 'extra'")[0][0]
+    assert row.to_list() == [2.0] * DIM

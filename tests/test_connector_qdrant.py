@@ -17,9 +17,6 @@ from spruce.sources.copy import start_copy
 qdrant_client = pytest.importorskip("qdrant_client", reason="pip install 'spruce[connectors]'")
 
 
-
-
-
 def test_full_circle_is_exact_and_idiomatic(tmp_path):
     data = str(tmp_path / "data")
     qd = tmp_path / "qdrant"
@@ -79,10 +76,6 @@ def test_a_password_in_the_uri_is_refused(tmp_path):
         with pytest.raises(InvalidArgument, match="collection"):
             start_copy(c.engine, "src", f"qdrant:///{tmp_path}/qd", manager=c.jobs)
         assert c.jobs.list() == []  # no job was created for any of them
-
-
-
-
 
 
 def test_kill_midway_then_resume_is_exact(tmp_path):

@@ -54,6 +54,14 @@ class Shape:
     vector_type: str = "dense"
     sparse: bool = False
 
+    def refuse_other(self, have: Shape | None, where: str) -> None:
+        """Refuse to write this shape into ``where`` when it already holds another dimension or
+        metric: the records would be unsearchable there, or refused one page in."""
+        if have is not None and self.dimension is not None and \
+                (have.dimension, have.metric) != (self.dimension, self.metric):
+            raise InvalidArgument(f"{where} holds dimension {have.dimension} {have.metric}; the source is "
+                                  f"dimension {self.dimension} {self.metric}")
+
 
 @dataclass
 class Page:
@@ -151,6 +159,21 @@ class Connector(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def fresh(self, namespace: str) -> bool:
+        """Whether ``namespace`` was empty when this connector first asked. Until a write fails,
+        every id this connector writes there is new (a source's ids are unique in a namespace),
+        so an append does what an upsert would, for a fraction of the engine's work. A resumed
+        copy opens a new connector, finds records, and upserts; a write that fails calls
+        ``not_fresh`` so its retry upserts; and the copy's final count check (exact when the
+        target started empty) catches another writer that slipped in meanwhile."""
+        known = self.__dict__.setdefault("_fresh", {})
+        if namespace not in known:
+            known[namespace] = self.count(namespace) == 0
+        return known[namespace]
+
+    def not_fresh(self, namespace: str) -> None:
+        self.__dict__.setdefault("_fresh", {})[namespace] = False
 
     def pages(self, namespace: str, cursor: Any = None, limit: int | None = None) -> Iterator[Page]:
         """Every page of ``namespace`` from ``cursor`` on."""

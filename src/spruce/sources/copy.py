@@ -31,6 +31,7 @@ from spruce.jobs.manager import JobContext, register_runner
 from spruce.jobs.state import JobState, new_job_id
 from spruce.sources.base import Connector, ConnectorError, Losses, LossyCopy, public_uri
 from spruce.sources.ends import ArchiveSourceEnd, ArchiveTargetEnd, SpruceIndexEnd
+from spruce.sources.readahead import read_ahead
 
 RETRIES = 5
 
@@ -80,11 +81,12 @@ def start_copy(engine: Any, src: str, dst: str, *, allow_lossy: bool = False, fo
             "namespaces": namespaces}
     source = open_end(src, engine=engine, role="source", options=opts)
     try:
-        if _probe(source, src) is None:
+        shape = _probe(source, src)
+        if shape is None:
             raise NotFound(f"{src}: nothing to copy (no such collection, table or index)")
         target = open_end(dst, engine=engine, role="target", options=opts)
         try:
-            _probe(target, dst)
+            shape.refuse_other(_probe(target, dst), dst)
             into_index = isinstance(target, SpruceIndexEnd)
         finally:
             target.close()
@@ -153,7 +155,7 @@ def _copy(ctx: JobContext, source: Connector, target: Connector) -> None:
             continue
         if archive:
             target.add_namespace(ns)  # type: ignore[attr-defined]
-        for page in source.pages(ns, state["cursor"]):
+        for page in read_ahead(source.pages(ns, state["cursor"])):
             ctx.check_cancel()
             batch = target.check(ns, page.batch, losses)
             skipped = len(page.batch) - len(batch)  # records allow_lossy skips (the target cannot take them)

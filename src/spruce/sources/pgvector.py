@@ -98,6 +98,8 @@ class PgvectorConnector(Connector):
             raise InvalidArgument(f"{uri}: no schema to use (the search_path names none that exists): add ?schema=")
         self._columns: dict[str, dict[str, int]] = {}
         self._temps: dict[str, str] = {}
+        self._conflicted: set[str] = set()  # tables where a page met an existing id
+        self.UniqueViolation = psycopg.errors.UniqueViolation
         self._total: int | None = None
 
     def close(self) -> None:
@@ -258,10 +260,7 @@ class PgvectorConnector(Connector):
             raise InvalidArgument(f"{self.uri}: pgvector's vector holds at most {MAX_DIMENSION:,} dimensions; the "
                                   f"source has {shape.dimension:,}")
         have = self.shape()
-        if have is not None and shape.dimension is not None and \
-                (have.dimension, have.metric) != (shape.dimension, shape.metric):
-            raise InvalidArgument(f"{self.uri}: table {self.template} holds dimension {have.dimension} "
-                                  f"{have.metric}; the source is dimension {shape.dimension} {shape.metric}")
+        shape.refuse_other(have, f"{self.uri}: table {self.template}")
         self.expected = shape
         if not self.per_namespace and have is None:
             self._create(self.template, shape)
@@ -344,24 +343,38 @@ class PgvectorConnector(Connector):
                                      "metadata": "jsonb"}[c] for c in names[2:]]
         update = ", ".join(f"{c} = EXCLUDED.{c}" for c in names[2:]) or "id = EXCLUDED.id"
         col_list = self.sql.SQL(", ").join(self.sql.Identifier(c) for c in names)
-        temp = self.sql.Identifier(self._temps.setdefault(table, f"spruce_load_{len(self._temps)}"))
         with self.conn.transaction(), self.conn.cursor(binary=True) as cur:
             _raw_dumpers(cur, self._oids)
-            cur.execute(self.sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {tmp} (LIKE {t}) ON COMMIT DELETE ROWS")
-                        .format(tmp=temp, t=self._ident(table)))
-            with cur.copy(self.sql.SQL("COPY {tmp} ({c}) FROM STDIN WITH (FORMAT BINARY)")
-                          .format(tmp=temp, c=col_list)) as copy:
-                copy.set_types(types)
-                for row in rows:
-                    copy.write_row(row)
-            # ON CONFLICT replaces the row whole; xmax = 0 marks the rows that were new
-            cur.execute(self.sql.SQL(f"WITH up AS (INSERT INTO {{t}} ({{c}}) SELECT {{c}} FROM {{tmp}} ON CONFLICT "
-                                     f"(namespace, id) DO UPDATE SET {update} RETURNING (xmax = 0) AS new) "
-                                     "SELECT count(*) FILTER (WHERE new) FROM up")
-                        .format(t=self._ident(table), c=col_list, tmp=temp))
-            inserted = int(cur.fetchone()[0])
+            inserted = None
+            if table not in self._conflicted:
+                # Straight into the table while no page has met an existing id: half the server's
+                # work of the upsert below. The first conflict (a replayed page, a merge into a
+                # filled table) rolls this page back to its savepoint and switches to the upsert.
+                try:
+                    with self.conn.transaction():
+                        self._copy_in(cur, self._ident(table), col_list, types, rows)
+                    inserted = n
+                except self.UniqueViolation:
+                    self._conflicted.add(table)
+            if inserted is None:
+                temp = self.sql.Identifier(self._temps.setdefault(table, f"spruce_load_{len(self._temps)}"))
+                cur.execute(self.sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {tmp} (LIKE {t}) ON COMMIT DELETE ROWS")
+                            .format(tmp=temp, t=self._ident(table)))
+                self._copy_in(cur, temp, col_list, types, rows)
+                # ON CONFLICT replaces the row whole; xmax = 0 marks the rows that were new
+                cur.execute(self.sql.SQL(f"WITH up AS (INSERT INTO {{t}} ({{c}}) SELECT {{c}} FROM {{tmp}} ON "
+                                         f"CONFLICT (namespace, id) DO UPDATE SET {update} RETURNING (xmax = 0) "
+                                         "AS new) SELECT count(*) FILTER (WHERE new) FROM up")
+                            .format(t=self._ident(table), c=col_list, tmp=temp))
+                inserted = int(cur.fetchone()[0])
         if self._total is not None:
             self._total += inserted
+
+    def _copy_in(self, cur: Any, dest: Any, col_list: Any, types: list[Any], rows: list[list[Any]]) -> None:
+        with cur.copy(self.sql.SQL("COPY {d} ({c}) FROM STDIN WITH (FORMAT BINARY)").format(d=dest, c=col_list)) as cp:
+            cp.set_types(types)
+            for row in rows:
+                cp.write_row(row)
 
 
 # -- pgvector's binary formats and jsonb text ---------------------------------------------------

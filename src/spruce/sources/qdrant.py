@@ -188,10 +188,8 @@ class QdrantConnector(Connector):
         if metric is None:
             raise InvalidArgument(f"Qdrant has no {shape.metric!r} distance")
         have = self.shape()
+        shape.refuse_other(have, f"{self.uri}: the collection")
         if have is not None:
-            if (have.dimension, have.metric) != (shape.dimension, shape.metric) and shape.dimension is not None:
-                raise InvalidArgument(f"{self.uri}: the collection holds dimension {have.dimension} {have.metric}; "
-                                      f"the source is dimension {shape.dimension} {shape.metric}")
             return
         self.expected = shape
 
