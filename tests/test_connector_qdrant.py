@@ -110,3 +110,31 @@ def test_resume_is_refused_when_the_target_changed(tmp_path):
     assert p.returncode == 1 and "changed after this job stopped" in p.stderr, p.stderr
     p = cli("jobs", "show", job, "--json", data=data)
     assert json.loads(p.stdout)["status"] == "Superseded"
+
+
+def test_one_collection_per_namespace(tmp_path):
+    uri = f"qdrant:///{tmp_path}/qd?collection=films_{{namespace}}".replace("////", "///")
+    with spruce.Client(data_dir=str(tmp_path / "data")) as c:
+        fill(c, "src")
+        c.copy("src", uri)
+        c.copy(uri, "back")
+        assert_same(c, "src", "back")
+        client = qdrant_client.QdrantClient(path=f"{tmp_path}/qd")
+        try:
+            names = sorted(col.name for col in client.get_collections().collections)
+        finally:
+            client.close()
+        assert names == sorted(f"films_{ns or 'default'}" for ns in NAMESPACES)
+        # a namespace literally named "default" would read back as the default one: refused first
+        c.create_index("odd", dimension=DIM, metric="dotproduct")
+        c.Index("odd").upsert([("a", [0.5] * DIM)], namespace="default")
+        c.Index("odd").upsert([("b", [0.5] * DIM)])
+        other = uri.replace("films_", "odd_")
+        with pytest.raises(InvalidArgument, match="named 'default'"):
+            c.copy("odd", other)
+        assert [j.status for j in c.jobs.list()] == ["Completed", "Completed"]  # none for the refused copy
+        client = qdrant_client.QdrantClient(path=f"{tmp_path}/qd")
+        try:
+            assert not [col.name for col in client.get_collections().collections if col.name.startswith("odd_")]
+        finally:
+            client.close()

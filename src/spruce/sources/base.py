@@ -160,6 +160,10 @@ class Connector(ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def accept_namespaces(self, namespaces: list[str]) -> None:
+        """Refuse, before anything is written, namespaces this target cannot keep apart (say,
+        two that would get one collection name). Nothing to refuse by default."""
+
     def fresh(self, namespace: str) -> bool:
         """Whether ``namespace`` was empty when this connector first asked. Until a write fails,
         every id this connector writes there is new (a source's ids are unique in a namespace),

@@ -87,6 +87,7 @@ def start_copy(engine: Any, src: str, dst: str, *, allow_lossy: bool = False, fo
         target = open_end(dst, engine=engine, role="target", options=opts)
         try:
             shape.refuse_other(_probe(target, dst), dst)
+            target.accept_namespaces(list(namespaces) if namespaces is not None else source.namespaces())
             into_index = isinstance(target, SpruceIndexEnd)
         finally:
             target.close()
@@ -142,6 +143,7 @@ def _copy(ctx: JobContext, source: Connector, target: Connector) -> None:
     target.expected = shape
     if not o.get("allow_lossy") and not s.records_done and getattr(target, "may_lose", lambda _s: False)(shape):
         _preflight(ctx, source, target, nss)
+    target.accept_namespaces(nss)
     target.ensure(shape)
     for ns in nss:
         cp["target_start"].setdefault(ns, target.count(ns) if not archive else 0)

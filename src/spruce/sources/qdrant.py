@@ -183,6 +183,12 @@ class QdrantConnector(Connector):
     def may_lose(self, shape: Shape) -> bool:
         return shape.metric == "cosine" and bool(shape.dimension)
 
+    def accept_namespaces(self, namespaces: list[str]) -> None:
+        if self.per_namespace and "default" in namespaces:  # its collection would read back as ""
+            raise InvalidArgument(f"{self.uri}: a namespace named 'default' cannot have its own collection: the "
+                                  "default namespace's collection has that name; drop {namespace} from the "
+                                  "collection name to keep every namespace in one collection")
+
     def ensure(self, shape: Shape) -> None:
         metric = _METRICS.get(shape.metric)
         if metric is None:
