@@ -292,3 +292,24 @@ def test_a_collection_made_the_chroma_way_is_read(tmp_path: Path, server: str) -
     assert got["c"].metadata == {"n": 1.5}
     assert np.asarray([got[i].values for i in "abc"], np.float32).tobytes() == col.get(
         ids=["a", "b", "c"], include=["embeddings"])["embeddings"].astype(np.float32).tobytes()
+
+
+def test_documents_travel_in_metadata_and_come_back(tmp_path: Path, server: str) -> None:
+    """A Chroma document is read into metadata ``__document__`` (never dropped), written back as
+    the document, and a record replaced without one loses its old document (no merge)."""
+    col = _http(server).create_collection("docs", embedding_function=None, metadata={"hnsw:space": "ip"})
+    col.add(ids=["a", "b"], embeddings=[[0.5] * DIM, [0.25] * DIM], documents=["the text of a", None],
+            metadatas=[{"k": 1}, {"k": 2}])
+    with spruce.Client(data_dir=str(tmp_path / "d")) as c:
+        c.copy(f"chroma://{server}/docs", "docs")
+        got = c.Index("docs").fetch(["a", "b"]).vectors
+        assert got["a"].metadata == {"k": 1, "__document__": "the text of a"} and got["b"].metadata == {"k": 2}
+        c.copy("docs", f"chroma://{server}/docs-again")
+        again = _http(server).get_collection("docs-again").get(include=["documents", "metadatas"])
+        assert dict(zip(again["ids"], again["documents"], strict=True)) == {"a": "the text of a", "b": None}
+        assert all("__document__" not in md for md in again["metadatas"])
+        c.Index("docs").delete(ids=["a"])
+        c.Index("docs").upsert([("a", [0.5] * DIM, {"k": 1})])  # a now has no document
+        c.copy("docs", f"chroma://{server}/docs-again")
+    again = _http(server).get_collection("docs-again").get(ids=["a"], include=["documents"])
+    assert again["documents"] == [None]

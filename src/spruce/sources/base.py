@@ -163,6 +163,7 @@ class Connector(ABC):
     def accept_namespaces(self, namespaces: list[str]) -> None:
         """Refuse, before anything is written, namespaces this target cannot keep apart (say,
         two that would get one collection name). Nothing to refuse by default."""
+        return None
 
     def fresh(self, namespace: str) -> bool:
         """Whether ``namespace`` was empty when this connector first asked. Until a write fails,

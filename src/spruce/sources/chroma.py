@@ -2,7 +2,8 @@
 (HttpClient; a token from CHROMA_API_KEY when the server wants one).
 
 Layout: the dense vector is the record's embedding; metadata is Chroma metadata, plus ``__id__``
-(the original id) and ``__namespace__`` (absent for the default namespace). Chroma ids are unique
+(the original id) and ``__namespace__`` (absent for the default namespace); a record's document
+(its text) travels as metadata ``__document__``, so it is never dropped. Chroma ids are unique
 per collection, so the Chroma id is the original id in the default namespace and
 ``uuid5(NAMESPACE_URL, namespace NUL id)`` in others: two namespaces never collide.
 
@@ -63,6 +64,8 @@ from spruce.sources.base import (
 )
 
 API_KEY_ENV = "CHROMA_API_KEY"
+#: Chroma's document text, carried in metadata (spruce records have no text field).
+DOCUMENT_FIELD = "__document__"
 _SPACES = {"cosine": "cosine", "dotproduct": "ip", "euclidean": "l2"}
 _FROM_SPACE = {v: k for k, v in _SPACES.items()}
 _INT64 = (-(2**63), 2**63 - 1)
@@ -241,7 +244,7 @@ class ChromaConnector(Connector):
         if col is None:
             return Page(batch=RecordBatch(ids=[]), cursor=None)
         offset, last, restarts = _cursor(cursor)
-        include = ["embeddings", "metadatas"]
+        include = ["embeddings", "metadatas", "documents"]
         if last is None:
             got = _rows(col.get(where=where, limit=limit, offset=offset, include=include))
         else:  # one record back: is the last one read still where it was?
@@ -256,8 +259,10 @@ class ChromaConnector(Connector):
                 offset = 0
                 got = _rows(col.get(where=where, limit=limit, offset=0, include=include))
         ids, values, metadata = [], [], []
-        for cid, emb, md in got:
+        for cid, emb, md, doc in got:
             md = dict(md or {})
+            if doc is not None:  # Chroma's document text: kept in metadata, a copy back restores it
+                md[DOCUMENT_FIELD] = doc
             if not self.per_namespace and str(md.get(NAMESPACE_FIELD, "")) != namespace:
                 continue  # a tagged record met while reading the default namespace
             ids.append(str(md.pop(ID_FIELD, cid)))
@@ -324,20 +329,27 @@ class ChromaConnector(Connector):
         for start in range(0, len(batch), step):
             rids = batch.ids[start:start + step]
             cids = [self._chroma_id(namespace, rid) for rid in rids]
-            metadatas = []
+            metadatas, documents = [], []
             for rid, md in zip(rids, batch.metadata[start:start + step], strict=True):
                 out = {k: (json.dumps(v) if _unholdable(v) else v) for k, v in (md or {}).items()}
+                doc = out.pop(DOCUMENT_FIELD, None)
+                documents.append(doc if isinstance(doc, str) else None)
+                if doc is not None and not isinstance(doc, str):
+                    out[DOCUMENT_FIELD] = doc  # not text: an ordinary metadata value
                 out[ID_FIELD] = rid
                 if namespace and not self.per_namespace:
                     out[NAMESPACE_FIELD] = namespace
                 metadatas.append(out)
-            # upsert merges metadata keys: a record that would keep a key it no longer has goes first
-            old = col.get(ids=cids, include=["metadatas"])
-            new = dict(zip(cids, metadatas, strict=True))
-            stale = [cid for cid, md in zip(old["ids"], old["metadatas"], strict=True) if set(md or {}) - set(new[cid])]
+            # upsert merges metadata keys and keeps an old document: a record that would keep a key
+            # or a document it no longer has goes first
+            old = col.get(ids=cids, include=["metadatas", "documents"])
+            new = dict(zip(cids, zip(metadatas, documents, strict=True), strict=True))
+            stale = [cid for cid, md, doc in zip(old["ids"], old["metadatas"], old["documents"], strict=True)
+                     if set(md or {}) - set(new[cid][0]) or (doc is not None and new[cid][1] is None)]
             if stale:
                 col.delete(ids=stale)
-            col.upsert(ids=cids, embeddings=values[start:start + step], metadatas=metadatas)
+            col.upsert(ids=cids, embeddings=values[start:start + step], metadatas=metadatas,
+                       documents=documents if any(d is not None for d in documents) else None)
 
     def _chroma_id(self, namespace: str, rid: str) -> str:
         return rid if not namespace or self.per_namespace else point_uuid(namespace, rid)
@@ -362,9 +374,10 @@ def _cursor(cursor: Any) -> tuple[int, str | None, int]:
     return int(cursor["offset"]), cursor.get("last"), int(cursor.get("restarts", 0))
 
 
-def _rows(got: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    embs, mds = got.get("embeddings"), got.get("metadatas")
-    return [(cid, embs[i], mds[i] if mds is not None else None) for i, cid in enumerate(got["ids"])]
+def _rows(got: dict[str, Any]) -> list[tuple[str, Any, Any, str | None]]:
+    embs, mds, docs = got.get("embeddings"), got.get("metadatas"), got.get("documents")
+    return [(cid, embs[i], mds[i] if mds is not None else None, docs[i] if docs is not None else None)
+            for i, cid in enumerate(got["ids"])]
 
 
 def _encode(namespace: str) -> str:
