@@ -36,10 +36,12 @@ the file to exit (found in /proc), and refuses at once a file whose lock a live 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import threading
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -80,7 +82,13 @@ class MilvusConnector(Connector):
     def __init__(self, uri: str) -> None:
         super().__init__(uri)
         p = parse_uri(uri, TOKEN_ENV)
-        pymilvus = require("pymilvus", "Milvus")
+        with warnings.catch_warnings():  # milvus_lite imports pkg_resources, which warns on every run
+            warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+            pymilvus = require("pymilvus", "Milvus")
+            if p.host is None:
+                require("milvus_lite", "Milvus")
+        # pymilvus logs every failed call to stderr; the copy reports its own one-line errors
+        logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
         self.lite: str | None = None
         if p.host is None:
             self.lite = os.path.realpath(local_path(p, "Milvus Lite file"))
