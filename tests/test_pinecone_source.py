@@ -33,6 +33,7 @@ from spruce.records import Record
 from spruce.server import create_app
 from spruce.server.faults import FaultConfig, FaultMiddleware
 from spruce.sources import pinecone as remote
+from spruce.sources.pinecone import exporter as pc_exporter
 from spruce.storage import open_store
 
 pytest.importorskip("pinecone")
@@ -571,7 +572,7 @@ def fast_calls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
         seen.append(out is not None)
         return out
 
-    monkeypatch.setattr(remote, "_fast_batch", spy)
+    monkeypatch.setattr(pc_exporter, "_fast_batch", spy)  # where _Exporter.fetch looks it up
     return seen
 
 

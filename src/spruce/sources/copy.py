@@ -222,18 +222,18 @@ def _preflight(ctx: JobContext, source: Connector, target: Connector, nss: list[
 
 
 def _retry(ctx: JobContext, fn: Callable[[], None]) -> None:
-    """Retry a write with exponential backoff; a replay is safe because writes are idempotent."""
-    delay = 0.5
-    for attempt in range(RETRIES):
-        try:
-            fn()
-            return
-        except (ConnectorError, ConnectionError, TimeoutError, OSError):
-            if attempt == RETRIES - 1:
-                raise
-            ctx.check_cancel()
-            time.sleep(delay)
-            delay *= 2
+    """Retry a write by the policy every connector shares (``spruce.sources.retry``): connection
+    errors, timeouts, HTTP 408, 429 and 5xx again, after a capped exponential backoff with full
+    jitter (or the server's Retry-After), at most RETRIES attempts, the waits ending at once
+    when the job is cancelled; anything else (a 4xx validation error, a spruce error) is raised
+    at once, as it was raised. A replay is safe because writes are idempotent."""
+    from spruce.sources.retry import Retrier, cancellable_sleep
+
+    event = getattr(ctx, "cancel_event", None)  # set by an in-process cancel: the wait ends at once
+    wait = event.wait if event is not None else time.sleep
+    retrier = Retrier(attempts=RETRIES, base=0.5, wrap=False, check_cancel=ctx.check_cancel,
+                      sleep=lambda seconds: cancellable_sleep(seconds, ctx.check_cancel, wait=wait))
+    retrier.call("write", fn)
 
 
 def resume_check(manager: Any, s: JobState) -> str | None:

@@ -5,7 +5,8 @@ plane (a ``spruce serve``, for instance), and ``?cloud=&region=`` say where a cr
 (default aws/us-east-1). Reading lists ids page by page (the list token is the stored cursor)
 and fetches them; writing upserts within Pinecone's limits (1,000 records and 2 MB a request),
 sending float32 values in their shortest exact decimal form, so they land bit for bit. The
-calls are ``spruce.sources.pinecone``'s (SDK 7.3, 9.x and 10.x), with its retry policy.
+calls are ``spruce.sources.pinecone``'s (SDK 7.3, 9.x and 10.x: ``sdk._Sdk``), with the retry
+policy and failure classification every connector shares (``spruce.sources.retry``).
 
 Pinecone cannot be frozen: a copy from it is live, like every connector read.
 """
@@ -30,21 +31,21 @@ class PineconeConnector(Connector):
 
     def __init__(self, uri: str) -> None:
         super().__init__(uri)
-        from spruce.sources import pinecone as pc
+        from spruce.sources.pinecone.common import API_KEY_ENV, _Reporter, _Retrier
+        from spruce.sources.pinecone.sdk import _Sdk
 
-        p = parse_uri(uri, pc.API_KEY_ENV)
+        p = parse_uri(uri, API_KEY_ENV)
         name = (p.host or "") + p.path.rstrip("/")
         if not name or "/" in name.strip("/"):
             raise InvalidArgument(f"{uri}: name the index, as pinecone://INDEX")
         self.name = self.label = name.strip("/")
-        key = os.environ.get(pc.API_KEY_ENV)
+        key = os.environ.get(API_KEY_ENV)
         if not key:
-            raise InvalidArgument(f"set {pc.API_KEY_ENV} to the API key of the Pinecone project "
+            raise InvalidArgument(f"set {API_KEY_ENV} to the API key of the Pinecone project "
                                   "(it is never taken from a URI or a flag)")
         self.cloud, self.region = p.query.get("cloud", "aws"), p.query.get("region", "us-east-1")
-        self.pc = pc
-        self.sdk = pc._Sdk(key, p.query.get("host"))
-        self.retrier = pc._Retrier(pc._Reporter())
+        self.sdk = _Sdk(key, p.query.get("host"))
+        self.retrier = _Retrier(_Reporter())
         self._idx: Any = None
 
     def _call(self, what: str, fn: Any) -> Any:
@@ -61,10 +62,8 @@ class PineconeConnector(Connector):
     def _info(self) -> Any:
         try:
             return self._call(f"describe index {self.name}", lambda: self.sdk.describe(self.name))
-        except Exception as exc:  # the SDKs' NotFoundException differs per line
-            if "404" in str(exc) or "NotFound" in type(exc).__name__ or "not found" in str(exc).lower():
-                return None
-            raise
+        except NotFound:  # the retrier's reading of a 404, whatever the SDK's exception for it
+            return None
 
     def shape(self) -> Shape | None:
         info = self._info()
@@ -137,7 +136,9 @@ class PineconeConnector(Connector):
 
     def write(self, namespace: str, batch: RecordBatch) -> None:
         idx = self._index()
-        for vectors, _size in self.pc.upsert_chunks(batch):
+        from spruce.sources.pinecone.chunks import upsert_chunks
+
+        for vectors, _size in upsert_chunks(batch):
             self._call("upsert", lambda v=vectors: self.sdk.upsert(idx, namespace, v))
 
 
