@@ -340,14 +340,15 @@ class ChromaConnector(Connector):
                 if namespace and not self.per_namespace:
                     out[NAMESPACE_FIELD] = namespace
                 metadatas.append(out)
-            # upsert merges metadata keys and keeps an old document: a record that would keep a key
-            # or a document it no longer has goes first
-            old = col.get(ids=cids, include=["metadatas", "documents"])
-            new = dict(zip(cids, zip(metadatas, documents, strict=True), strict=True))
-            stale = [cid for cid, md, doc in zip(old["ids"], old["metadatas"], old["documents"], strict=True)
-                     if set(md or {}) - set(new[cid][0]) or (doc is not None and new[cid][1] is None)]
-            if stale:
-                col.delete(ids=stale)
+            if not self.fresh(namespace):  # a namespace that was empty holds nothing to merge with
+                # upsert merges metadata keys and keeps an old document: a record that would keep a
+                # key or a document it no longer has goes first
+                old = col.get(ids=cids, include=["metadatas", "documents"])
+                new = dict(zip(cids, zip(metadatas, documents, strict=True), strict=True))
+                stale = [cid for cid, md, doc in zip(old["ids"], old["metadatas"], old["documents"], strict=True)
+                         if set(md or {}) - set(new[cid][0]) or (doc is not None and new[cid][1] is None)]
+                if stale:
+                    col.delete(ids=stale)
             col.upsert(ids=cids, embeddings=values[start:start + step], metadatas=metadatas,
                        documents=documents if any(d is not None for d in documents) else None)
 
