@@ -131,3 +131,24 @@ def kill_midway(data: str, args: list[str], *, after: int = 2000) -> str:
         time.sleep(0.02)
     proc.kill()
     raise AssertionError("the copy never got going")
+
+
+def kill_reading_then_resume(data: str, uri: str, n: int) -> None:
+    """Kill a copy from ``uri`` into a new index ``back`` midway, resume it, and check that
+    ``back`` holds exactly what ``src`` holds (nothing skipped, nothing doubled)."""
+    import spruce
+
+    job = kill_midway(data, ["copy", uri, "back"])
+    p = cli("jobs", "resume", job, data=data)
+    assert p.returncode == 0, p.stderr
+    with spruce.Client(data_dir=data) as c:
+        assert c.Index("back").describe_index_stats().total_vector_count == n
+        assert_same(c, "src", "back")
+
+
+def assert_resume_refused(job: str, data: str) -> None:
+    """The resume of ``job`` is refused because its target changed, and the job is Superseded."""
+    p = cli("jobs", "resume", job, data=data)
+    assert p.returncode == 1 and "changed after this job stopped" in p.stderr, p.stderr
+    p = cli("jobs", "show", job, "--json", data=data)
+    assert json.loads(p.stdout)["status"] == "Superseded"

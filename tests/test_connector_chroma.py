@@ -21,7 +21,18 @@ import numpy as np
 import pytest
 
 import spruce
-from connector_data import DIM, IDS, NAMESPACES, assert_same, big, cli, fill, kill_midway, records
+from connector_data import (
+    DIM,
+    IDS,
+    NAMESPACES,
+    assert_resume_refused,
+    assert_same,
+    big,
+    cli,
+    fill,
+    kill_midway,
+    records,
+)
 from spruce.errors import InvalidArgument
 from spruce.sources.base import LossyCopy
 
@@ -225,10 +236,7 @@ def test_resume_is_refused_when_the_target_changed(tmp_path: Path, server: str) 
     job = kill_midway(data, ["copy", "src", uri])
     # someone writes to the collection meanwhile
     _http(server).get_collection("changed").add(ids=["mine"], embeddings=[[0.0] * DIM], metadatas=[{"by": "me"}])
-    p = cli("jobs", "resume", job, data=data)
-    assert p.returncode == 1 and "changed after this job stopped" in p.stderr, p.stderr
-    p = cli("jobs", "show", job, "--json", data=data)
-    assert json.loads(p.stdout)["status"] == "Superseded"
+    assert_resume_refused(job, data)
 
 
 def test_a_read_never_skips_when_the_collection_changes(tmp_path: Path) -> None:

@@ -12,7 +12,18 @@ import numpy as np
 import pytest
 
 import spruce
-from connector_data import DIM, IDS, NAMESPACES, assert_same, big, cli, fill, kill_midway
+from connector_data import (
+    DIM,
+    IDS,
+    NAMESPACES,
+    assert_resume_refused,
+    assert_same,
+    big,
+    cli,
+    fill,
+    kill_midway,
+    kill_reading_then_resume,
+)
 from spruce.errors import InvalidArgument
 
 lancedb = pytest.importorskip("lancedb", reason="pip install 'spruce[connectors]'")
@@ -96,12 +107,7 @@ def test_kill_midway_then_resume_is_exact(tmp_path: Path) -> None:
     assert lancedb.connect(str(tmp_path / "lance")).open_table("big").count_rows() == 30_000
     # and the other way: a kill while reading the table (many fragments), then a resume after the
     # last row address read
-    job = kill_midway(data, ["copy", uri, "back"])
-    p = cli("jobs", "resume", job, data=data)
-    assert p.returncode == 0, p.stderr
-    with spruce.Client(data_dir=data) as c:
-        assert c.Index("back").describe_index_stats().total_vector_count == 30_000
-        assert_same(c, "src", "back")
+    kill_reading_then_resume(data, uri, 30_000)
 
 
 def test_resume_is_refused_when_the_target_changed(tmp_path: Path) -> None:
@@ -113,7 +119,4 @@ def test_resume_is_refused_when_the_target_changed(tmp_path: Path) -> None:
     table = lancedb.connect(str(tmp_path / "lance")).open_table("big")  # someone writes to the table meanwhile
     table.add(pa.Table.from_pylist([{"namespace": "", "id": "mine", "vector": [0.0] * DIM, "metadata": None}],
                                    schema=table.schema))
-    p = cli("jobs", "resume", job, data=data)
-    assert p.returncode == 1 and "changed after this job stopped" in p.stderr, p.stderr
-    p = cli("jobs", "show", job, "--json", data=data)
-    assert json.loads(p.stdout)["status"] == "Superseded"
+    assert_resume_refused(job, data)

@@ -6,7 +6,6 @@ the collection changed; a file another process holds refused in one line."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +16,19 @@ import numpy as np
 import pytest
 
 import spruce
-from connector_data import DIM, IDS, NAMESPACES, assert_same, big, cli, fill, kill_midway, records
+from connector_data import (
+    DIM,
+    IDS,
+    NAMESPACES,
+    assert_resume_refused,
+    assert_same,
+    big,
+    cli,
+    fill,
+    kill_midway,
+    kill_reading_then_resume,
+    records,
+)
 from spruce.errors import InvalidArgument
 from spruce.records import RecordBatch
 from spruce.sources.base import Shape
@@ -171,12 +182,7 @@ def test_kill_midway_then_resume_is_exact(tmp_path: Path) -> None:
         assert _rows(client, "big") == 30_000
         assert client.get_collection_stats("big")["row_count"] == 30_000
     # and the other way: a kill while reading the collection, then a resume after the last key read
-    job = kill_midway(data, ["copy", uri, "back"])
-    p = cli("jobs", "resume", job, data=data)
-    assert p.returncode == 0, p.stderr
-    with spruce.Client(data_dir=data) as c:
-        assert c.Index("back").describe_index_stats().total_vector_count == 30_000
-        assert_same(c, "src", "back")
+    kill_reading_then_resume(data, uri, 30_000)
 
 
 def test_resume_is_refused_when_the_target_changed(tmp_path: Path) -> None:
@@ -188,10 +194,7 @@ def test_resume_is_refused_when_the_target_changed(tmp_path: Path) -> None:
     with _lite(db) as client:  # someone writes to the collection meanwhile
         client.upsert("big", [{"pk": "mine", "namespace": "__default__", "id": "mine", "vector": [0.0] * DIM,
                                "metadata": {}}])
-    p = cli("jobs", "resume", job, data=data)
-    assert p.returncode == 1 and "changed after this job stopped" in p.stderr, p.stderr
-    p = cli("jobs", "show", job, "--json", data=data)
-    assert json.loads(p.stdout)["status"] == "Superseded"
+    assert_resume_refused(job, data)
 
 
 def test_a_file_another_process_holds_is_refused(tmp_path: Path) -> None:

@@ -17,7 +17,18 @@ import numpy as np
 import pytest
 
 import spruce
-from connector_data import DIM, IDS, NAMESPACES, assert_same, big, cli, fill, kill_midway
+from connector_data import (
+    DIM,
+    IDS,
+    NAMESPACES,
+    assert_resume_refused,
+    assert_same,
+    big,
+    cli,
+    fill,
+    kill_midway,
+    kill_reading_then_resume,
+)
 from spruce.errors import InvalidArgument
 from spruce.sources.base import LossyCopy
 
@@ -194,12 +205,7 @@ def test_kill_midway_then_resume_is_exact(pg, tmp_path: Path) -> None:
     assert p.returncode == 0, p.stderr
     assert _sql(pg, "SELECT count(*) FROM big") == [(40_000,)]
     # and the other way: a kill while reading the table, then a resume from the keyset cursor
-    job = kill_midway(data, ["copy", uri, "back"])
-    p = cli("jobs", "resume", job, data=data)
-    assert p.returncode == 0, p.stderr
-    with spruce.Client(data_dir=data) as c:
-        assert c.Index("back").describe_index_stats().total_vector_count == 40_000
-        assert_same(c, "src", "back")
+    kill_reading_then_resume(data, uri, 40_000)
 
 
 def test_resume_is_refused_when_the_target_changed(pg, tmp_path: Path) -> None:
@@ -209,10 +215,7 @@ def test_resume_is_refused_when_the_target_changed(pg, tmp_path: Path) -> None:
         big(c, "src", 40_000)
     job = kill_midway(data, ["copy", "src", uri])
     _sql(pg, "INSERT INTO changed (namespace, id, embedding) VALUES ('', 'mine', %s)", (np.zeros(DIM, np.float32),))
-    p = cli("jobs", "resume", job, data=data)
-    assert p.returncode == 1 and "changed after this job stopped" in p.stderr, p.stderr
-    p = cli("jobs", "show", job, "--json", data=data)
-    assert json.loads(p.stdout)["status"] == "Superseded"
+    assert_resume_refused(job, data)
 
 
 def test_a_copy_into_a_filled_table_replaces_rows_whole(pg, tmp_path: Path) -> None:

@@ -9,7 +9,17 @@ import json
 import pytest
 
 import spruce
-from connector_data import DIM, IDS, NAMESPACES, assert_same, big, cli, fill, kill_midway
+from connector_data import (
+    DIM,
+    IDS,
+    NAMESPACES,
+    assert_resume_refused,
+    assert_same,
+    big,
+    cli,
+    fill,
+    kill_midway,
+)
 from spruce.errors import InvalidArgument
 from spruce.sources.base import ConnectorError
 from spruce.sources.copy import start_copy
@@ -106,10 +116,7 @@ def test_resume_is_refused_when_the_target_changed(tmp_path):
         client.upsert("big", points=[models.PointStruct(id=1, vector=[0.0] * DIM, payload={"__id__": "mine"})])
     finally:
         client.close()
-    p = cli("jobs", "resume", job, data=data)
-    assert p.returncode == 1 and "changed after this job stopped" in p.stderr, p.stderr
-    p = cli("jobs", "show", job, "--json", data=data)
-    assert json.loads(p.stdout)["status"] == "Superseded"
+    assert_resume_refused(job, data)
 
 
 def test_one_collection_per_namespace(tmp_path):

@@ -58,6 +58,8 @@ class QdrantConnector(Connector):
             path = local_path(p, "Qdrant storage folder")
             self.collection = p.query.get("collection") or ""
             self.client = qc.QdrantClient(path=path)
+            # local mode scans every point on each scroll: fewer, larger pages (1.6x at 20k points)
+            self.page_size = 4096
         else:
             self.collection = p.path.strip("/") or p.query.get("collection", "")
             self.client = qc.QdrantClient(host=p.host, port=p.port or 6333, https=p.scheme == "qdrants",
