@@ -299,10 +299,8 @@ class ChromaConnector(Connector):
     def ensure(self, shape: Shape) -> None:
         have = self.shape()
         self.expected = shape
+        shape.refuse_other(have, f"{self.uri}: the collection")
         if have is not None:
-            if shape.dimension is not None and (have.dimension, have.metric) != (shape.dimension, shape.metric):
-                raise InvalidArgument(f"{self.uri}: the collection holds dimension {have.dimension} {have.metric}; "
-                                      f"the source is dimension {shape.dimension} {shape.metric}")
             return
         if shape.dimension is None:
             raise InvalidArgument(f"{self.uri}: Chroma needs dense vectors; the source is sparse-only")
