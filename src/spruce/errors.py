@@ -188,3 +188,7 @@ class RecordCountMismatch(IntegrityError):
 
 class CorruptRecord(IntegrityError):
     """A data file decodes, but a record in it is malformed."""
+
+
+class ChainBroken(IntegrityError):
+    """A backup snapshot's parent (or an ancestor) is missing, or does not continue its chain."""

@@ -72,6 +72,19 @@ class FileEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class TombstoneEntry:
+    """An incremental snapshot's deleted ids for one namespace: a checksummed file of its own."""
+
+    path: str
+    count: int
+    bytes: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "count": self.count, "bytes": self.bytes, "sha256": self.sha256}
+
+
+@dataclass(frozen=True, slots=True)
 class NamespaceEntry:
     """One namespace of the archive. A namespace without records has no files; it is listed all
     the same, so that a restore recreates it. ``schema`` is its metadata schema, when it has one."""
@@ -81,12 +94,24 @@ class NamespaceEntry:
     record_count: int
     files: tuple[FileEntry, ...] = ()
     schema: dict[str, Any] | None = None
+    #: backup snapshots only: records in the namespace at the snapshot
+    total_records: int | None = None
+    #: incremental snapshots only: all its records at the parent were deleted since
+    reset: bool = False
+    #: incremental snapshots only: the ids deleted since the parent
+    tombstones: TombstoneEntry | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "dir": self.dir, "record_count": self.record_count,
                              "files": [f.to_dict() for f in self.files]}
         if self.schema is not None:  # absent, not null: archives without schemas stay as before
             d["schema"] = self.schema
+        if self.total_records is not None:
+            d["total_records"] = self.total_records
+        if self.reset:
+            d["reset"] = True
+        if self.tombstones is not None:
+            d["tombstones"] = self.tombstones.to_dict()
         return d
 
 
@@ -106,6 +131,16 @@ class Manifest:
     totals: dict[str, int] = field(default_factory=dict)
     format: str = FORMAT_NAME
     version: int = FORMAT_VERSION
+    #: backup snapshots only: snapshot_id, parent, since, index_uid, tags, deleted_namespaces
+    backup: dict[str, Any] | None = None
+
+    @property
+    def is_incremental(self) -> bool:
+        return self.backup is not None and self.backup.get("parent") is not None
+
+    @property
+    def tombstone_files(self) -> list[TombstoneEntry]:
+        return [ns.tombstones for ns in self.namespaces if ns.tombstones is not None]
 
     # convenience views
     @property
@@ -136,6 +171,16 @@ class Manifest:
                 return ns
         raise KeyError(file.path)
 
+    def refuse_incremental(self, where: str) -> None:
+        """An incremental snapshot holds only changes: applied alone it would make an index that
+        never existed. Only a restore of its chain (from its repository) may read it."""
+        if self.is_incremental:
+            b = self.backup or {}
+            raise InvalidArgument(
+                f"{where} is an incremental backup snapshot ({b.get('snapshot_id')}, parent {b.get('parent')}): it "
+                "holds only the changes since its parent; restore it from its repository with "
+                f"`spruce restore REPO INDEX --snapshot {b.get('snapshot_id')}`")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": self.format,
@@ -150,7 +195,7 @@ class Manifest:
             "data": self.data,
             "namespaces": [ns.to_dict() for ns in self.namespaces],
             "totals": dict(self.totals),
-        }
+        } | ({"backup": self.backup} if self.backup is not None else {})
 
     def to_json(self) -> bytes:
         """The bytes written as manifest.json: UTF-8, 2-space indent, final newline."""
@@ -186,7 +231,8 @@ def source_fields(source: Any) -> dict[str, Any]:
         to_dict = getattr(source, "to_dict", None)
         if to_dict is None:
             raise InvalidArgument(f"source must be a mapping or an IndexConfig, got {type(source).__name__}")
-        source = to_dict()
+        # an IndexConfig: deletion_protection is a backup's to record (older readers refuse the key)
+        source = {k: v for k, v in to_dict().items() if k != "deletion_protection"}
     src = dict(source)
     if "index" not in src and "name" in src:
         src["index"] = src["name"]
@@ -199,7 +245,7 @@ def source_fields(source: Any) -> dict[str, Any]:
     }
     if src.get("tags"):
         out["tags"] = dict(src["tags"])
-    for key in ("host", "kind"):
+    for key in ("host", "kind", "deletion_protection", "uid"):
         if src.get(key) is not None:
             out[key] = src[key]
     if out.get("host"):
@@ -234,6 +280,7 @@ def build_manifest(
     data: Mapping[str, Any],
     namespaces: Iterable[NamespaceEntry],
     created_at: str | None = None,
+    backup: Mapping[str, Any] | None = None,
 ) -> Manifest:
     """Assemble a manifest and run the reader's checks on it, so a writer never commits a bad one."""
     nss = tuple(namespaces)
@@ -251,6 +298,7 @@ def build_manifest(
         data=dict(data),
         namespaces=nss,
         totals=compute_totals(nss),
+        backup=None if backup is None else dict(backup),
     )
     doc = m.to_dict()
     errors = list(_schema_errors(doc)) or check_consistency(doc)
@@ -321,6 +369,57 @@ def check_consistency(doc: Mapping[str, Any]) -> list[str]:
     sel = doc["selection"].get("namespaces")
     if sel is not None and len(set(sel)) != len(sel):
         problems.append("selection/namespaces lists a namespace twice")
+    problems.extend(_backup_problems(doc))
+    return problems
+
+
+def _backup_problems(doc: Mapping[str, Any]) -> list[str]:
+    """A snapshot's own rules: a full one is an ordinary archive of one moment; an incremental
+    one holds only changes, and says exactly which."""
+    problems: list[str] = []
+    backup = doc.get("backup")
+    nss = doc["namespaces"]
+    if backup is None:
+        for i, ns in enumerate(nss):
+            for key in ("total_records", "reset", "tombstones"):
+                if key in ns:
+                    problems.append(f"namespaces/{i}: {key!r} belongs to backup snapshots only")
+        return problems
+    if doc["consistency"] != "snapshot" or doc["snapshot"].get("point") is None:
+        problems.append("backup: a backup snapshot must be of one moment (consistency 'snapshot' with a point)")
+    incremental = backup["parent"] is not None
+    if incremental != (backup["since"] is not None):
+        problems.append("backup: 'since' is set exactly when 'parent' is")
+    point = doc["snapshot"].get("point")
+    if incremental and point is not None and backup["since"] > point:
+        problems.append(f"backup: since {backup['since']} is after the snapshot's point {point}")
+    if backup["parent"] == backup["snapshot_id"]:
+        problems.append("backup: a snapshot cannot be its own parent")
+    names = {ns["name"] for ns in nss}
+    gone = backup["deleted_namespaces"]
+    if len(set(gone)) != len(gone) or names & set(gone):
+        problems.append("backup: deleted_namespaces repeats a name or names a listed namespace")
+    if gone and not incremental:
+        problems.append("backup: a full snapshot deletes no namespace")
+    for i, ns in enumerate(nss):
+        where = f"namespaces/{i}"
+        total = ns.get("total_records")
+        if total is None:
+            problems.append(f"{where}: a backup snapshot gives every namespace's total_records")
+            continue
+        if not incremental:
+            if ns.get("reset") or "tombstones" in ns:
+                problems.append(f"{where}: a full snapshot has no reset and no tombstones")
+            if total != ns["record_count"]:
+                problems.append(f"{where}: total_records {total} differs from record_count {ns['record_count']} "
+                                "in a full snapshot")
+        elif ns.get("reset") and total != ns["record_count"]:
+            problems.append(f"{where}: after a reset every record is new, so total_records must equal record_count")
+        elif total < ns["record_count"]:
+            problems.append(f"{where}: total_records {total} is less than the {ns['record_count']} records written")
+        tomb = ns.get("tombstones")
+        if tomb is not None and tomb["path"] != f"{ns['dir']}/tombstones.jsonl.gz":
+            problems.append(f"{where}/tombstones: {tomb['path']!r} is not {ns['dir']}/tombstones.jsonl.gz")
     return problems
 
 
@@ -380,10 +479,14 @@ def manifest_from_dict(doc: Mapping[str, Any]) -> Manifest:
                 files=tuple(FileEntry(path=f["path"], records=f["records"], bytes=f["bytes"],
                                       sha256=f["sha256"]) for f in ns["files"]),
                 schema=ns.get("schema"),
+                total_records=ns.get("total_records"),
+                reset=bool(ns.get("reset", False)),
+                tombstones=None if "tombstones" not in ns else TombstoneEntry(**ns["tombstones"]),
             )
             for ns in doc["namespaces"]
         ),
         totals=dict(doc["totals"]),
         format=doc["format"],
         version=doc["version"],
+        backup=None if doc.get("backup") is None else dict(doc["backup"]),
     )

@@ -8,6 +8,7 @@ from typing import Any
 from spruce.archive.manifest import MANIFEST_NAME, Manifest
 from spruce.archive.naming import PART_PATH_RE
 from spruce.archive.reader import ArchiveReader, SourceFile, corrupt, read_data_file
+from spruce.archive.tombstones import TOMBSTONE_PATH_RE, read_tombstones
 from spruce.errors import (
     ArchiveIncomplete,
     ChecksumMismatch,
@@ -87,9 +88,17 @@ def verify_archive(store: Store, *, batch_size: int = 4096) -> VerifyReport:
             report.problems.append(problem)
         else:
             report.bytes_checked += f.bytes or 0
-    listed = {f.path for f in manifest.files}
-    report.orphans = sorted(info.path for info in store.list("")
-                            if info.path not in listed and PART_PATH_RE.fullmatch(info.path))
+    for tomb in manifest.tombstone_files:  # an incremental snapshot's deletions
+        report.files_checked += 1
+        try:
+            read_tombstones(store, tomb)
+        except IntegrityError as e:
+            report.problems.append(Problem(tomb.path, type(e).__name__, str(e)))
+        else:
+            report.bytes_checked += tomb.bytes
+    listed = {f.path for f in manifest.files} | {t.path for t in manifest.tombstone_files}
+    report.orphans = sorted(info.path for info in store.list("") if info.path not in listed
+                            and (PART_PATH_RE.fullmatch(info.path) or TOMBSTONE_PATH_RE.fullmatch(info.path)))
     return report
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import queue
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,11 +34,13 @@ from spruce.archive.manifest import (
     FileEntry,
     Manifest,
     NamespaceEntry,
+    TombstoneEntry,
     build_manifest,
 )
 from spruce.archive.naming import PART_PATH_RE, encode_namespace, part_name
 from spruce.archive.parquet import CODECS, IMPORT_SCHEMA, batch_to_table
 from spruce.archive.streams import HashingSink, WriteBehind
+from spruce.archive.tombstones import TOMBSTONE_PATH_RE, write_tombstones
 from spruce.errors import InvalidArgument, ValidationError
 from spruce.records import RecordBatch, normalize_namespace
 from spruce.storage.base import Store
@@ -85,6 +87,9 @@ class _Namespace:
     parts: list[_Part] = field(default_factory=list)
     next_index: int = 0
     schema: dict[str, Any] | None = None
+    total_records: int | None = None  # backup snapshots: see manifest.NamespaceEntry
+    reset: bool = False
+    tombstones: TombstoneEntry | None = None
 
 
 class ArchiveWriter:
@@ -185,10 +190,12 @@ class ArchiveWriter:
             t.start()
         self._state = "open"
 
-    def add_namespace(self, namespace: str, *, schema: Mapping[str, Any] | None = None) -> None:
+    def add_namespace(self, namespace: str, *, schema: Mapping[str, Any] | None = None,
+                      total_records: int | None = None, reset: bool = False) -> None:
         """List ``namespace`` in the manifest even if no record is written to it, with its metadata
         schema if it has one: an empty namespace exists in the index too, and a restore recreates
-        it. Namespaces are listed in the order they are first added or written to."""
+        it. Namespaces are listed in the order they are first added or written to.
+        ``total_records`` and ``reset`` are a backup snapshot's (see docs/FORMAT.md)."""
         if self._state == "new":
             self.begin()
         if self._state != "open":
@@ -198,6 +205,14 @@ class ArchiveWriter:
         if ns is None:
             ns = self._namespaces[name] = _Namespace(name=name, dir=encode_namespace(name))
         ns.schema = None if schema is None else dict(schema)
+        ns.total_records = total_records
+        ns.reset = reset
+
+    def write_tombstones(self, namespace: str, ids: Sequence[str]) -> None:
+        """An incremental snapshot's deleted ids for a namespace already added (sorted, unique)."""
+        ns = self._namespaces[normalize_namespace(namespace)]
+        if ids:
+            ns.tombstones = write_tombstones(self.store, ns.dir, ids)
 
     def write(self, namespace: str, batch: RecordBatch) -> None:
         """Append ``batch`` to ``namespace`` (encoded now; compressed and stored in the background)."""
@@ -272,6 +287,7 @@ class ArchiveWriter:
         selection: Mapping[str, Any] | None = None,
         export_id: str | None = None,
         created_at: str | None = None,
+        backup: Mapping[str, Any] | None = None,
     ) -> Manifest:
         """Finish every part, remove orphans of earlier runs, then write manifest.json (last, atomically).
 
@@ -298,7 +314,9 @@ class ArchiveWriter:
                         self._raise_if_failed()
                         raise
                 entries.append(NamespaceEntry(name=ns.name, dir=ns.dir, files=tuple(files),
-                                              record_count=sum(f.records for f in files), schema=ns.schema))
+                                              record_count=sum(f.records for f in files), schema=ns.schema,
+                                              total_records=ns.total_records, reset=ns.reset,
+                                              tombstones=ns.tombstones))
             self._raise_if_failed()
             src = _source_dict(source)
             self._check_source(src)
@@ -313,8 +331,10 @@ class ArchiveWriter:
                       "level": self.compression_level},
                 namespaces=entries,
                 created_at=created_at,
+                backup=backup,
             )
-            self._remove_orphans({f.path for ns in entries for f in ns.files})
+            self._remove_orphans({f.path for ns in entries for f in ns.files}
+                                 | {ns.tombstones.path for ns in entries if ns.tombstones is not None})
             self.store.remove_incomplete()  # a killed earlier run's half-written parts
             self.store.put_bytes(MANIFEST_NAME, manifest.to_json())
         except BaseException:
@@ -546,7 +566,8 @@ class ArchiveWriter:
     def _remove_orphans(self, keep: set[str]) -> None:
         """Delete part files of earlier (crashed or replaced) exports that this manifest does not list."""
         for info in list(self.store.list("")):
-            if info.path not in keep and PART_PATH_RE.fullmatch(info.path):
+            if info.path not in keep and (PART_PATH_RE.fullmatch(info.path)
+                                          or TOMBSTONE_PATH_RE.fullmatch(info.path)):
                 self.store.delete(info.path)
 
 
@@ -565,4 +586,5 @@ def _source_dict(source: Any) -> dict[str, Any]:
     to_dict = getattr(source, "to_dict", None)
     if to_dict is None:
         raise InvalidArgument(f"source must be a mapping or an IndexConfig, got {type(source).__name__}")
-    return dict(to_dict())
+    # an IndexConfig: deletion_protection is a backup's to record (older readers refuse the key)
+    return {k: v for k, v in to_dict().items() if k != "deletion_protection"}

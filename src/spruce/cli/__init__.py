@@ -74,7 +74,13 @@ app.command("serve", help=serve_cmds.HELP)(serve_cmds.serve)
 from spruce.cli import copy as _copy  # noqa: E402
 
 app.command("copy", help=_copy.HELP)(_copy.copy)
+from spruce.cli import backup as _backup  # noqa: E402
 from spruce.cli import download as _download  # noqa: E402, F401  (registers `spruce download`)
+
+app.command("backup", help=_backup.BACKUP_HELP)(_backup.backup)
+app.command("snapshots", help=_backup.SNAPSHOTS_HELP)(_backup.snapshots)
+app.command("forget", help=_backup.FORGET_HELP)(_backup.forget)
+app.command("check", help=_backup.CHECK_HELP)(_backup.check)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,6 +12,12 @@ from spruce.cli.progress import check_completed, follow
 HELP = """Restore SRC (an archive, or your own .jsonl/.jsonl.gz/.parquet file or Pinecone-layout
 folder) into INDEX, creating it if missing and merging if present.
 
+SRC may also be a backup repository (`spruce backup`): then --snapshot ID|latest (default
+latest) is restored with its whole chain (full snapshot, then each incremental in order,
+deletions included) into a new or empty INDEX, which ends exactly as the index was at that
+snapshot. Every file of every snapshot in the chain is checked (size and sha256) before
+anything is written, and the record count of every namespace is checked at the end.
+
 Guarantees, in --error-mode abort (the default): before anything is applied, every file
 of an archive is checked against the manifest (size and sha256), so a damaged archive
 changes nothing. Each file is then applied in one transaction and checked again as it
@@ -69,7 +75,16 @@ def restore(
                                      "a Parquet archive from s3/gs/az itself (start_import)."),
     integration_id: str = typer.Option(None, "--integration-id", help="With --bulk-import: the storage "
                                        "integration that lets Pinecone read the bucket."),
+    snapshot: str = typer.Option(None, "--snapshot", metavar="ID|latest", help="SRC is a backup repository: "
+                                 "restore this snapshot (default latest) and its chain into a new or empty INDEX."),
+    source_index: str = typer.Option(None, "--index", help="With a repository: --snapshot latest of this index."),
 ) -> None:
+    if snapshot is not None or _is_repository(src, endpoint_url):
+        from spruce.cli.backup import restore_snapshot
+
+        restore_snapshot(ctx, src, index, snapshot=snapshot or "latest", source_index=source_index,
+                         endpoint_url=endpoint_url, quiet=quiet, as_json=as_json)
+        return
     if target == "pinecone":
         if namespace_map or on_conflict != "overwrite" or error_mode != "abort" or dimension or metric:
             raise typer.BadParameter("--namespace-map, --on-conflict, --error-mode, --dimension and --metric "
@@ -144,6 +159,18 @@ def restore(
     if d.records_rejected:
         console.print(f"[yellow]{d.records_rejected:,} record(s) rejected; see {d.rejects_path}[/]")
         raise typer.Exit(1)
+
+
+def _is_repository(src: str, endpoint_url: str | None) -> bool:
+    """SRC is a backup repository (it holds repository.json) rather than an archive."""
+    from spruce.archive.repository import REPO_FILE
+    from spruce.storage import open_store
+
+    try:
+        store = open_store(src, **({"endpoint_url": endpoint_url} if endpoint_url and src.startswith("s3://") else {}))
+        return store.exists(REPO_FILE)
+    except Exception:  # not a store spruce can open as a folder: the archive path decides
+        return False
 
 
 def _to_pinecone(ctx: typer.Context, src: str, index: str, *, pinecone_host: str | None, cloud: str, region: str,

@@ -23,7 +23,8 @@ import numpy as np
 import orjson
 
 from spruce import models
-from spruce.engine import namespaces, store
+from spruce.engine import changes, namespaces, store
+from spruce.engine.backups import BackupOps
 from spruce.engine.memory import NamespaceData
 from spruce.engine.namespaces import NamespaceOps
 from spruce.engine.paging import decode_token as _decode_token
@@ -127,6 +128,30 @@ class Snapshot:
                 metadata=[batch.metadata[i] for i in keep],
             )
 
+    def tracking_from(self) -> int | None:
+        """From which point this snapshot can list every deletion (None: not tracked)."""
+        return changes.tracking_from(self._conn)
+
+    def uid(self) -> str:
+        return changes.uid(self._conn)
+
+    def reset_after(self, namespace: str, since: int) -> bool:
+        """Was the namespace emptied or deleted after ``since``?"""
+        return changes.reset_after(self._conn, normalize_namespace(namespace), since) is not None
+
+    def deleted_ids(self, namespace: str, since: int) -> list[str]:
+        """Ids of ``namespace`` deleted after ``since`` and absent at this snapshot."""
+        return changes.deleted_ids(self._conn, normalize_namespace(namespace), since)
+
+    def changed_count(self, namespace: str, since: int) -> int:
+        return changes.changed_count(self._conn, normalize_namespace(namespace), since)
+
+    def iter_changed(self, namespace: str, since: int, *, batch_size: int = 1000,
+                     raw_metadata: bool = False) -> Iterator[RecordBatch]:
+        """The records of a namespace written after ``since``, in id order."""
+        return changes.iter_changed(self._conn, normalize_namespace(namespace), since, self.config.dimension,
+                                    batch_size, raw_metadata=raw_metadata)
+
     def close(self) -> None:
         try:
             self._conn.execute("ROLLBACK")
@@ -177,6 +202,36 @@ class Transaction:
             self.staged.append((ns, batch, on_conflict))
         return n
 
+    def delete(self, namespace: str, ids: Sequence[str] | None, *,
+               protect: tuple[int, Sequence[int]] | None = None, drop_namespace: bool = False) -> int:
+        """Delete ``ids`` (None: every record) of a namespace; ``drop_namespace`` also removes
+        the namespace once empty. With ``protect=(start, own)`` only records at most ``start``
+        or written by ``own`` go: a newer write by someone else stays. Returns the records deleted.
+        Deletions are tracked for incremental backups of this index, as any delete is."""
+        ns = normalize_namespace(namespace)
+        conn = self._conn
+        where, params = "ns = ?", [ns]
+        if protect is not None:
+            where += " AND (seq <= ? OR seq IN (SELECT value FROM json_each(?)))"
+            params += [protect[0], orjson.dumps(list(protect[1])).decode()]
+        doomed = [r[0] for r in conn.execute(f"SELECT id FROM records WHERE {where}", params)]
+        if ids is not None:
+            wanted = set(ids)
+            doomed = [i for i in doomed if i in wanted]
+        left = conn.execute("SELECT count(*) FROM records WHERE ns = ?", (ns,)).fetchone()[0] - len(doomed)
+        if doomed and left == 0:
+            changes.record_reset(conn, ns, self.seq)
+            conn.execute("DELETE FROM records WHERE ns = ?", (ns,))
+        elif doomed:
+            changes.record_deletes(conn, ns, doomed, self.seq)
+            store.delete_ids(conn, ns, doomed)
+        if drop_namespace and left == 0:
+            conn.execute("DELETE FROM namespaces WHERE name = ?", (ns,))
+        self.touched.add(ns)
+        if self._index._loaded and doomed:
+            self.needs_reload = True
+        return len(doomed)
+
     def restore_namespace(self, namespace: str, schema: Mapping[str, Any] | None) -> str:
         """Make a namespace an archive lists exist, with its schema; see namespaces.restore_row.
         Touches no record, so memory needs nothing."""
@@ -188,7 +243,7 @@ class Transaction:
                            (key, orjson.dumps(value).decode()))
 
 
-class Index(NamespaceOps):
+class Index(NamespaceOps, BackupOps):
     """An open index. Thread-safe: many readers, writers serialized. The namespace operations
     (create, describe, list, delete) come from ``NamespaceOps``."""
 
@@ -207,6 +262,7 @@ class Index(NamespaceOps):
         self._pending_seq = 0  # the sequence number of the write transaction in progress
         self._closed = False
         store.migrate(self._conn)
+        changes.migrate(self._conn)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -218,6 +274,7 @@ class Index(NamespaceOps):
             conn.execute("INSERT OR REPLACE INTO config (key, value) VALUES ('index', ?)",
                          (orjson.dumps(config.to_dict()).decode(),))
             conn.execute("INSERT OR REPLACE INTO config (key, value) VALUES ('seq', '0')")
+            changes.migrate(conn)
         finally:
             conn.close()
 
@@ -499,6 +556,7 @@ class Index(NamespaceOps):
             data = self._ns.get(ns)
             if delete_all:
                 with self._write() as conn:
+                    changes.record_reset(conn, ns, self._pending_seq)
                     conn.execute("DELETE FROM records WHERE ns = ?", (ns,))
                 with self._rw.write():
                     self._ns.pop(ns, None)
@@ -520,6 +578,7 @@ class Index(NamespaceOps):
             if data is None or not target:
                 return {}
             with self._write() as conn:
+                changes.record_deletes(conn, ns, target, self._pending_seq)
                 store.delete_ids(conn, ns, target)
             with self._rw.write():
                 data.remove(target)

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from spruce import models
+from spruce.engine import changes
 from spruce.engine.paging import decode_token, encode_token
 from spruce.errors import AlreadyExists, InvalidArgument, NotFound, ValidationError
 from spruce.records import DEFAULT_NAMESPACE_ALIAS, IndexConfig, normalize_namespace
@@ -188,6 +189,7 @@ class NamespaceOps:
         _loaded: bool
         _rw: RWLock
         _write_mutex: threading.RLock
+        _pending_seq: int
 
         def _write(self) -> AbstractContextManager[sqlite3.Connection]: ...
 
@@ -255,6 +257,7 @@ class NamespaceOps:
                 if reader.execute("SELECT 1 FROM records WHERE ns = '' LIMIT 1").fetchone() is None:
                     return
             with self._write() as conn:
+                changes.record_reset(conn, ns, self._pending_seq)
                 conn.execute("DELETE FROM records WHERE ns = ?", (ns,))
                 conn.execute("DELETE FROM namespaces WHERE name = ?", (ns,))
             with self._rw.write():

@@ -15,6 +15,7 @@ from typing import Any
 from spruce.archive import ArchiveReader, ArchiveWriter
 from spruce.archive.manifest import MANIFEST_NAME
 from spruce.archive.naming import PART_PATH_RE
+from spruce.archive.tombstones import TOMBSTONE_PATH_RE
 from spruce.errors import (
     AlreadyExists,
     ArchiveIncomplete,
@@ -68,7 +69,7 @@ def discard_output(store: Any, s: Any) -> list[str]:
             return []
         removed = 0
         for info in list(store.list("")):
-            if PART_PATH_RE.fullmatch(info.path):
+            if PART_PATH_RE.fullmatch(info.path) or TOMBSTONE_PATH_RE.fullmatch(info.path):
                 store.delete(info.path)
                 removed += 1
         removed += store.remove_incomplete()

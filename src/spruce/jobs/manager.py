@@ -55,7 +55,7 @@ RESUME_CHECKS: dict[str, Callable[[JobManager, JobState], str | None]] = {}
 #: (an export's parts, an index a restore created). Returns notes for the job's history.
 DISCARDS: dict[str, Callable[[JobManager, JobState], list[str]]] = {}
 #: Job kinds that write an index of this data folder: one such job per index at a time.
-WRITER_KINDS = {"import"}
+WRITER_KINDS = {"import", "restore"}
 #: Options that a job adds as it runs: not part of "the same command".
 _RUNTIME_OPTIONS = frozenset({"created_index"})
 
@@ -187,6 +187,11 @@ class JobManager:
         RESUME_CHECKS.setdefault("import", _lazy("spruce.jobs.restore", "resume_check"))
         DISCARDS.setdefault("import", _lazy("spruce.jobs.restore", "discard"))
         DISCARDS.setdefault("export", _lazy("spruce.jobs.export", "discard"))
+        RUNNERS.setdefault("backup", _lazy("spruce.jobs.backup", "run_backup"))
+        DISCARDS.setdefault("backup", _lazy("spruce.jobs.backup", "discard"))
+        RUNNERS.setdefault("restore", _lazy("spruce.jobs.chain", "run_snapshot_restore"))
+        RESUME_CHECKS.setdefault("restore", _lazy("spruce.jobs.restore", "resume_check"))
+        DISCARDS.setdefault("restore", _lazy("spruce.jobs.restore", "discard"))
         with cls._instances_lock:
             mgr = cls._instances.get(id(engine))
             if mgr is None or mgr.engine is not engine or mgr.closed:

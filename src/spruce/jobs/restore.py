@@ -132,28 +132,32 @@ class _Preflight:
 
 
 def _apply(ctx: JobContext, source: Any, index: Any, nsmap: dict[str, str], on_conflict: str,
-           error_mode: str, preflight: _Preflight | None = None) -> None:
+           error_mode: str, preflight: Any = None, *, part: str = "", account: bool = True) -> None:
+    """Apply every file not yet marked done. ``part`` keeps the markers of one archive of
+    several apart (a snapshot chain: one per snapshot); ``account=False`` leaves the job's
+    totals to the caller, which counts the whole chain."""
     s = ctx.state
     cfg = index.config
     entries = list(source.files)
-    s.files_total = len(entries)
-    known = [e.records for e in entries]
-    s.records_total = sum(known) if all(n is not None for n in known) else None
-    prefix = f"import:{s.id}:"
+    prefix = f"import:{s.id}:{part}"
 
     markers = index.markers(prefix)
     done = {i: markers.get(f"{prefix}file:{i}") for i in range(len(entries))}
-    s.records_done = sum(m["records"] for m in done.values() if m)
-    s.records_rejected = sum(m["rejected"] for m in done.values() if m)
-    s.records_skipped = sum(m.get("skipped_records", 0) for m in done.values() if m)
-    s.records_kept_newer = sum(m.get("kept_newer", 0) for m in done.values() if m)
-    s.files_done = sum(1 for m in done.values() if m)
-    s.bytes_done = sum(_file_bytes(source.store, entries[i]) for i, m in done.items() if m)
+    if account:
+        s.files_total = len(entries)
+        known = [e.records for e in entries]
+        s.records_total = sum(known) if all(n is not None for n in known) else None
+        s.records_done = sum(m["records"] for m in done.values() if m)
+        s.records_rejected = sum(m["rejected"] for m in done.values() if m)
+        s.records_skipped = sum(m.get("skipped_records", 0) for m in done.values() if m)
+        s.records_kept_newer = sum(m.get("kept_newer", 0) for m in done.values() if m)
+        s.files_done = sum(1 for m in done.values() if m)
+        s.bytes_done = sum(_file_bytes(source.store, entries[i]) for i, m in done.items() if m)
     if s.target_seq is None:
         s.target_seq = index.seq  # before this job's first write: what is newer is not the job's
     ctx.save()
-    # overwrite only what is older than the job's start, or the job's own writes
-    own_seqs = _own_seqs(markers)
+    # overwrite only what is older than the job's start, or the job's own writes (of any part)
+    own_seqs = _own_seqs(index.markers(f"import:{s.id}:"))
     protect = (s.target_seq, own_seqs) if on_conflict in ("overwrite", "fail") else None
 
     if on_conflict == "fail" and not markers.get(prefix + "precheck"):
@@ -379,6 +383,8 @@ def check_source(source: Any, opts: dict[str, Any], target: Any | None) -> None:
     """Refuse what is almost certainly a mistake before anything is written: a namespace map
     naming a namespace the source lacks, a dimension option the source contradicts, a metric
     other than the existing index's (unless allowed)."""
+    if source.manifest is not None:
+        source.manifest.refuse_incremental(source.store.uri)
     have = source.namespaces
     shown = ", ".join(repr(n or DEFAULT_NAMESPACE_ALIAS) for n in have) or "none"
     missing = [k for k in (opts.get("namespace_map") or {}) if normalize_namespace(k) not in have]

@@ -70,7 +70,7 @@ def now() -> str:
 
 
 def new_job_id(kind: str) -> str:
-    prefix = {"export": "exp", "copy": "cpy"}.get(kind, "imp")
+    prefix = {"export": "exp", "copy": "cpy", "backup": "bak"}.get(kind, "imp")
     return f"{prefix}-{datetime.now(UTC):%Y%m%d%H%M%S}-{secrets.token_hex(4)}"
 
 

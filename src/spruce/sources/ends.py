@@ -112,6 +112,7 @@ class ArchiveSourceEnd(Connector):
         super().__init__(store.uri)
         self.reader = ArchiveReader(store)
         self.manifest = self.reader.manifest  # NotFound/ArchiveIncomplete now, not mid-copy
+        self.manifest.refuse_incremental(store.uri)
         self._open: tuple[str, Any] | None = None
 
     def shape(self) -> Shape | None:

@@ -81,6 +81,8 @@ def _restore(sdk: _Sdk, src_store: Any, index_name: str, reporter: _Reporter, *,
     source = open_source(src_store)
     dimension, vector_type = source.infer()
     manifest = source.manifest
+    if manifest is not None:
+        manifest.refuse_incremental(src_store.uri)
     metric = (manifest.source.get("metric") if manifest else None) or (
         "dotproduct" if vector_type == "sparse" else "cosine")
     if bulk_import:
