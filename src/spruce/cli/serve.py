@@ -29,6 +29,13 @@ Guarantees:
   its last committed file), unless --no-resume. A job whose index was written after it stopped is
   never resumed: it becomes Superseded. Stopping the server leaves running jobs Interrupted. Credentials never
   appear in job status or logs: the server reads object stores with its own environment's.
+* Scheduled backups (--config spruce.toml, a "schedule" table per backup: index, repository, cron and
+  optional full_every, format, tags, keep_* retention): one backup job per due time (cron in UTC,
+  listed by `spruce jobs list` with its progress; runs missed while the server was down are not
+  made up). Retention (forget --prune of that index's snapshots, chains spared) runs only after a
+  successful backup. A failed backup is retried with backoff (30 s, 60 s, 120 s) and never followed
+  by a forget: earlier snapshots stay untouched. `GET /schedules` reports each schedule's last run.
+  A bad config is one error line and no server.
 * Download links of local exports are signed with a key kept in DATA/.server-secret (mode 0600,
   created on first start) unless SPRUCE_SIGNING_KEY is set.
 
@@ -61,6 +68,9 @@ def serve(
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
     no_resume: bool = typer.Option(False, "--no-resume", help="Leave jobs a previous run left unfinished "
                                    "Interrupted instead of resuming them (`spruce jobs resume ID` later)."),
+    config: str = typer.Option(None, "--config", help="TOML file of scheduled backups (schedule tables). "
+                               "One backup job per due time; retention only after a successful backup; a failed "
+                               "backup is retried with backoff and leaves earlier snapshots untouched."),
     signing_key: str = typer.Option(None, "--signing-key", envvar="SPRUCE_SIGNING_KEY", hidden=True,
                                     help="Key for signed download links (default: DATA/.server-secret)."),
 ) -> None:
@@ -68,8 +78,18 @@ def serve(
     import socket
 
     from spruce.engine.engine import DataDirLocked, Engine
+    from spruce.errors import SpruceError
     from spruce.server import UnsafeBind, is_loopback, open_listener, run_server
 
+    schedules = None
+    if config is not None:  # first: a bad config is one line, before anything is bound or opened
+        from spruce.server.schedules import load_config
+
+        try:
+            schedules = load_config(config)
+        except SpruceError as exc:
+            fail(str(exc))
+        _log_schedules_to_stderr()
     opts: GlobalOptions = ctx.obj or GlobalOptions()
     data_dir = data or opts.data
     key = api_key or opts.api_key
@@ -95,17 +115,31 @@ def serve(
         fail(f"cannot open data folder {data_dir or './spruce-data'}: {exc.strerror or exc}")
     host = f"[{bind.strip('[]')}]" if ":" in bind else bind
     typer.echo(f"spruce serving {engine.data_dir} on http://{host}:{port} "
-               f"({'API key required' if key else 'no API key: loopback only'})", err=True)
+               f"({'API key required' if key else 'no API key: loopback only'}"
+               f"{f'; {len(schedules)} backup schedule(s)' if schedules is not None else ''})", err=True)
     try:
         run_server(engine, host=bind, port=port, api_key=key or None, allow_remote=allow_remote,
                    public_url=public_url, public_docs=public_docs, log_level=log_level,
                    backup_uri=backup_dir, storage_roots=storage_root or None, signing_key=signing_key,
-                   auto_resume=not no_resume, sock=sock)
+                   auto_resume=not no_resume, sock=sock, schedules=schedules)
     except OSError as exc:
         fail(f"cannot serve on {bind}:{port}: {exc.strerror or exc}")
     finally:
         sock.close()
         engine.close()
+
+
+def _log_schedules_to_stderr() -> None:
+    """One line per scheduled run on stderr, as the server's other lines ("spruce: ...")."""
+    import logging
+
+    logger = logging.getLogger("spruce.schedules")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("spruce: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 serve.__doc__ = HELP

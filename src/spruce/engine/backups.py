@@ -19,6 +19,7 @@ class BackupOps:
     if TYPE_CHECKING:
         _conn: sqlite3.Connection
         _write_mutex: threading.RLock
+        _tracking: bool
 
         def _reader(self) -> sqlite3.Connection: ...
 
@@ -48,6 +49,7 @@ class BackupOps:
         def apply(conn: sqlite3.Connection) -> int:
             from spruce.engine import store
             changes.start(conn, repo, store.read_seq(conn))
+            self._tracking = True  # under the writer mutex: the next write logs its ids
             return changes.tracking_from(conn) or 0
         return int(self._bookkeeping(apply))
 

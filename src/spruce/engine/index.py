@@ -143,14 +143,14 @@ class Snapshot:
         """Ids of ``namespace`` deleted after ``since`` and absent at this snapshot."""
         return changes.deleted_ids(self._conn, normalize_namespace(namespace), since)
 
-    def changed_count(self, namespace: str, since: int) -> int:
-        return changes.changed_count(self._conn, normalize_namespace(namespace), since)
+    def changed_rows(self, namespace: str, since: int) -> list[tuple[int, str]]:
+        """(rowid, id) of the records of a namespace written after ``since``, in id order."""
+        return changes.changed_rows(self._conn, normalize_namespace(namespace), since)
 
-    def iter_changed(self, namespace: str, since: int, *, batch_size: int = 1000,
+    def iter_changed(self, rows: list[tuple[int, str]], *, batch_size: int = 1000,
                      raw_metadata: bool = False) -> Iterator[RecordBatch]:
-        """The records of a namespace written after ``since``, in id order."""
-        return changes.iter_changed(self._conn, normalize_namespace(namespace), since, self.config.dimension,
-                                    batch_size, raw_metadata=raw_metadata)
+        """The records ``changed_rows`` found, in id order."""
+        return changes.iter_changed(self._conn, rows, self.config.dimension, batch_size, raw_metadata=raw_metadata)
 
     def close(self) -> None:
         try:
@@ -211,13 +211,13 @@ class Transaction:
         ns = normalize_namespace(namespace)
         conn = self._conn
         where, params = "ns = ?", [ns]
+        if ids is not None:  # the ids' own rows, through the (ns, id) index
+            where += " AND id IN (SELECT value FROM json_each(?))"
+            params.append(orjson.dumps(list(ids)).decode())
         if protect is not None:
             where += " AND (seq <= ? OR seq IN (SELECT value FROM json_each(?)))"
             params += [protect[0], orjson.dumps(list(protect[1])).decode()]
         doomed = [r[0] for r in conn.execute(f"SELECT id FROM records WHERE {where}", params)]
-        if ids is not None:
-            wanted = set(ids)
-            doomed = [i for i in doomed if i in wanted]
         left = conn.execute("SELECT count(*) FROM records WHERE ns = ?", (ns,)).fetchone()[0] - len(doomed)
         if doomed and left == 0:
             changes.record_reset(conn, ns, self.seq)
@@ -263,6 +263,8 @@ class Index(NamespaceOps, BackupOps):
         self._closed = False
         store.migrate(self._conn)
         changes.migrate(self._conn)
+        #: deletions and written ids are logged for incremental backups (engine/changes.py)
+        self._tracking = changes.tracking_from(self._conn) is not None
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -374,6 +376,8 @@ class Index(NamespaceOps, BackupOps):
         namespaces.ensure(conn, ns)  # an upsert into a new namespace creates it
         n = store.write_batch(conn, ns, batch, skip_existing=on_conflict == "skip", seq=self._pending_seq,
                               protect=protect)
+        if self._tracking:  # one row per batch, not per record: what an incremental backup reads
+            changes.log_batch(conn, ns, batch.ids, self._pending_seq)
         if touched is not None:
             touched.add(ns)
         return n

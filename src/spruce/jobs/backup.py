@@ -116,8 +116,8 @@ def _run(ctx: JobContext, repo: Repository, store: Any) -> None:
             s.notes.append(why)
         counts = snap.namespaces()
         s.snapshot_point = snap.point
-        changed = {ns: (snap.changed_count(ns, since) if since is not None else n) for ns, n in counts.items()}
-        s.records_total = sum(changed.values())
+        changed = {ns: snap.changed_rows(ns, since) for ns in counts} if since is not None else {}
+        s.records_total = sum(len(r) for r in changed.values()) if since is not None else sum(counts.values())
         s.records_done = s.bytes_done = s.files_done = 0
         ctx.save()
 
@@ -134,7 +134,7 @@ def _run(ctx: JobContext, repo: Repository, store: Any) -> None:
                 writer.add_namespace(ns, schema=schemas.get(ns), total_records=total, reset=reset)
                 batches = Prefetch(name="spruce-backup-read", make=lambda ns=ns: (
                     snap.iter_batches(ns, batch_size=2000, raw_metadata=True) if since is None
-                    else snap.iter_changed(ns, since, batch_size=2000, raw_metadata=True)))
+                    else snap.iter_changed(changed[ns], batch_size=2000, raw_metadata=True)))
                 try:
                     for batch in batches:
                         ctx.check_cancel()

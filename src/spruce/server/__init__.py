@@ -6,6 +6,8 @@ import ipaddress
 import os
 import socket
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 from spruce.engine import Engine
 from spruce.errors import SpruceError
@@ -60,12 +62,13 @@ def run_server(engine_or_data_dir: Engine | str | os.PathLike[str] | None, host:
                public_url: str | None = None, public_docs: bool = False, log_level: str = "info",
                access_log: bool = True, backup_uri: str | os.PathLike[str] | None = None,
                storage_roots: list[str] | None = None, signing_key: str | None = None,
-               auto_resume: bool = True, sock: socket.socket | None = None) -> None:
+               auto_resume: bool = True, sock: socket.socket | None = None,
+               schedules: Sequence[Any] | None = None) -> None:
     """Serve until interrupted (Ctrl-C / SIGTERM).
 
     Without ``api_key`` only a loopback host is allowed, unless ``allow_remote``.
     An engine opened here from a data folder is closed on the way out. ``backup_uri``,
-    ``storage_roots`` and ``signing_key`` are ``create_app``'s. The server owns its jobs: with
+    ``storage_roots``, ``signing_key`` and ``schedules`` are ``create_app``'s. The server owns its jobs: with
     ``auto_resume`` it resumes those a previous run left unfinished, one line on stderr each,
     and on the way out it stops running ones as Interrupted (resumed at the next start).
     """
@@ -81,7 +84,7 @@ def run_server(engine_or_data_dir: Engine | str | os.PathLike[str] | None, host:
     try:
         app = create_app(engine, api_key=api_key, public_url=public_url, public_docs=public_docs,
                          backup_uri=backup_uri, storage_roots=storage_roots, signing_key=signing_key,
-                         auto_resume=auto_resume, log=_stderr_line)
+                         auto_resume=auto_resume, log=_stderr_line, schedules=schedules)
         config = uvicorn.Config(app, host=bind_host(host), port=port, log_level=log_level, access_log=access_log,
                                 server_header=False)
         try:

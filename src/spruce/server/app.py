@@ -16,28 +16,31 @@ appended to ``DATA_ROUTER_FACTORIES``, which mounts it in both addressing modes.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, FastAPI
 
 import spruce.sources  # noqa: F401 - registers the connectors' job kinds
 from spruce import __version__
 from spruce.engine import Engine
-from spruce.server import archives, backups, bulk, control, data, downloads, exports
+from spruce.server import archives, backups, bulk, control, data, downloads, exports, repositories
 from spruce.server.auth import HEALTH_PATH, ApiKeyMiddleware
 from spruce.server.errors import DATA_PREFIX, install_handlers
 from spruce.server.versions import LATEST, SUPPORTED
 
 if TYPE_CHECKING:
     from spruce.server.faults import FaultConfig
+    from spruce.server.schedules import Schedule
 
 __all__ = ["CONTROL_ROUTERS", "DATA_ROUTER_FACTORIES", "create_app"]
 
 CONTROL_ROUTERS: list[APIRouter] = [control.router, backups.router, bulk.jobs_router, downloads.router,
-                                     archives.router]
+                                     archives.router, repositories.router]
 DATA_ROUTER_FACTORIES: list[Callable[..., APIRouter]] = [data.build_router, bulk.build_router,
                                                          exports.build_router]
 
@@ -55,7 +58,8 @@ def create_app(engine: Engine, *, api_key: str | None = None, public_url: str | 
                backup_uri: str | os.PathLike[str] | None = None,
                storage_roots: Sequence[str | os.PathLike[str]] | None = None,
                signing_key: str | bytes | None = None, auto_resume: bool = True,
-               log: Callable[[str], None] | None = None, max_body: int | None = None) -> FastAPI:
+               log: Callable[[str], None] | None = None, max_body: int | None = None,
+               schedules: Sequence[Schedule] | None = None) -> FastAPI:
     """Build the app for ``engine``.
 
     api_key: required in the ``Api-Key`` header of every request but ``/health`` when set.
@@ -73,18 +77,27 @@ def create_app(engine: Engine, *, api_key: str | None = None, public_url: str | 
     log: where to say, one line per job, what was resumed (default: the ``spruce.jobs`` logger).
     max_body: the largest request body, in bytes (default 2 MB, Pinecone's limit, or
         $SPRUCE_MAX_BODY_BYTES); a larger one is answered 413 before it is read.
+    schedules: scheduled backups (``spruce serve --config``, ``spruce.server.schedules``): their
+        scheduler runs while the app does (its lifespan) and ``GET /schedules`` reports on them.
     """
     app = FastAPI(title="spruce", version=__version__, description=_DESCRIPTION,
-                  docs_url="/docs", redoc_url=None)
+                  docs_url="/docs", redoc_url=None, lifespan=_lifespan)
     app.state.engine = engine
     app.state.public_url = public_url.rstrip("/") if public_url else None
     _install_jobs(app, engine, backup_uri=backup_uri, storage_roots=storage_roots, signing_key=signing_key,
                   auto_resume=auto_resume, log=log or logging.getLogger("spruce.jobs").warning)
+    from spruce.server.schedules import Scheduler
+
+    app.state.scheduler = Scheduler(engine, schedules or (), manager=app.state.jobs)
     install_handlers(app)
 
     @app.get(HEALTH_PATH, tags=["Health"], summary="Liveness check (no API key needed)")
     def health() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
+
+    @app.get("/schedules", tags=["Schedules"], summary="Scheduled backups and their last runs (spruce extension)")
+    def schedules_status() -> list[dict[str, Any]]:
+        return app.state.scheduler.status()  # type: ignore[no-any-return]
 
     for router in CONTROL_ROUTERS:
         app.include_router(router)
@@ -103,6 +116,16 @@ def create_app(engine: Engine, *, api_key: str | None = None, public_url: str | 
 
     app.add_middleware(BodyLimitMiddleware, max_body=max_body if max_body is not None else max_body_from_env())
     return app
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The scheduled backups run while the server does."""
+    app.state.scheduler.start()
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(app.state.scheduler.stop)
 
 
 def _install_jobs(app: FastAPI, engine: Engine, *, backup_uri: str | os.PathLike[str] | None,

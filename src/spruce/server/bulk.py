@@ -142,7 +142,7 @@ def job_public(request: Request, state: JobState) -> dict[str, Any]:
     """``JobState.public()``, with a local export's file:// link replaced by signed http links."""
     out = state.public()
     out["notes"] = list(state.notes)
-    if state.kind == "export":
+    if state.kind in ("export", "backup"):
         out["downloadUrl"], out["downloadUrls"], out["downloadExpiresAt"] = signed_links(request, state)
     return out
 
@@ -249,13 +249,16 @@ def build_router(resolve: Callable[..., Any], *, prefix: str = "", include_in_sc
 # -- /jobs (control plane) ----------------------------------------------------------
 
 jobs_router = APIRouter(tags=["Jobs"])
+JOB_KINDS = ("export", "import", "backup", "restore", "copy", "copy-in", "remote-export", "remote-import")
 
 
 @jobs_router.get("/jobs", summary="List export and import jobs (spruce extension)")
-def list_jobs(request: Request, kind: str | None = Query(None, description="export or import"),
+def list_jobs(request: Request, kind: str | None = Query(None, description="export, import, backup, restore "
+                                                         "(from a repository), copy, copy-in, remote-export, "
+                                                         "remote-import"),
               index: str | None = Query(None)) -> Response:
-    if kind not in (None, "export", "import"):
-        raise InvalidArgument(f"kind must be export or import, got {kind!r}")
+    if kind not in (None, *JOB_KINDS):
+        raise InvalidArgument(f"kind must be one of {', '.join(JOB_KINDS)}, got {kind!r}")
     states = [s for s in request.app.state.jobs.list(kind) if index in (None, s.index)]
     return json_response({"data": [job_public(request, s) for s in states]}, versions.requested(request))
 

@@ -39,7 +39,7 @@ from spruce.archive import ArchiveReader
 from spruce.errors import SpruceError
 from spruce.jobs.state import COMPLETED, JobState
 from spruce.server.errors import ApiError
-from spruce.storage import open_store
+from spruce.storage import Store, open_store
 
 __all__ = ["DOWNLOAD_PREFIX", "SECRET_FILE", "Signer", "install_log_filter", "load_secret", "router",
            "signed_links"]
@@ -110,11 +110,18 @@ def base_url(request: Request) -> str:
 _paths_cache: dict[str, list[str]] = {}
 
 
+def archive_store(state: JobState) -> Store:
+    """Where a job's archive is: an export's folder, or a backup's snapshot in its repository."""
+    store = open_store(state.uri)
+    return store.child(f"snapshots/{state.options['snapshot_id']}") if state.kind == "backup" else store
+
+
 def _archive_paths(state: JobState) -> list[str]:
     cached = _paths_cache.get(state.id)
     if cached is None:
-        manifest = ArchiveReader(open_store(state.uri)).manifest
-        cached = ["manifest.json"] + [f.path for ns in manifest.namespaces for f in ns.files]
+        manifest = ArchiveReader(archive_store(state)).manifest
+        cached = (["manifest.json"] + [f.path for ns in manifest.namespaces for f in ns.files]
+                  + [t.path for t in manifest.tombstone_files])
         if len(_paths_cache) >= 1024:
             _paths_cache.clear()
         _paths_cache[state.id] = cached
@@ -180,7 +187,7 @@ async def download(request: Request, export_id: str, path: str) -> Response:
     if not signer.verify(export_id, path, q.get("expires"), q.get("sig")):
         raise _forbidden()
     state = await run_in_threadpool(_describe, request, export_id)
-    if state is None or state.kind != "export" or state.status != COMPLETED:
+    if state is None or state.kind not in ("export", "backup") or state.status != COMPLETED:
         raise ApiError(404, "NOT_FOUND", f"export {export_id!r} has no completed archive to download")
     target = await run_in_threadpool(_local_file, state, path)
     media = "application/json" if path.endswith(".json") else "application/octet-stream"
@@ -197,7 +204,7 @@ def _describe(request: Request, export_id: str) -> JobState | None:
 
 
 def _local_file(state: JobState, path: str) -> str:
-    store = open_store(state.uri)
+    store = archive_store(state)
     try:
         local = store.local_path(path)  # refuses paths that escape the archive's folder
     except ValueError:
