@@ -3,6 +3,7 @@
     .venv/bin/python bench/archive.py                      # 100k records, 768-d, 2 namespaces, 3 runs
     .venv/bin/python bench/archive.py --records 20000 --runs 2
     .venv/bin/python bench/archive.py --profile export-jsonl.gz   # cProfile one job, top functions
+    .venv/bin/python bench/archive.py --encrypt            # encrypted vs plain, side by side (only that)
 
 Measured through the public API on an embedded index (SQLite snapshot -> archive -> new index):
 
@@ -27,6 +28,14 @@ nothing could beat on this machine even if all cores did only that work.
 
 Goals: export jsonl.gz >= 40k rec/s, export parquet >= 100k rec/s, restore jsonl.gz >= 25k rec/s,
 restore parquet >= 60k rec/s, extra RSS <= 300 MB.
+
+``--encrypt`` measures only the cost of client-side encryption, in one run on the same data: each
+job plain and encrypted (a key file; AES-256-GCM segments of 1 MiB), alternating which goes first,
+``--runs`` times; medians and the ratio encrypted/plain of the wall time. Goal: <= 1.15 for both
+export and restore. Jobs: export (the export job, ``spruce.jobs.start_export``); read (every record
+through the reading API, ``open_source(store, key=...)`` and ``Source.read``: decrypt, gunzip or
+Parquet decode, validation); restore (the same reading plus ``upsert_batch`` into a fresh index, one
+call per batch; the restore job itself does not take a key yet, so this stands in for it).
 """
 
 from __future__ import annotations
@@ -307,6 +316,66 @@ def floors(client: Any, base: Path, n: int) -> dict[tuple[str, str], float]:
     }
 
 
+def encrypt_comparison(client: Any, base: Path, runs: int, records: int) -> None:
+    """Plain vs encrypted, same run, same data: medians and ratios (see the docstring)."""
+    from spruce import jobs
+    from spruce.archive import ArchiveKey, generate_key_file, open_source
+    from spruce.storage import open_store
+
+    generate_key_file(base / "bench.key")
+    key = ArchiveKey.from_file(base / "bench.key")
+    times: dict[tuple[str, str, bool], list[float]] = {}
+
+    def export(fmt: str, enc: bool) -> int:
+        s = jobs.start_export(client.engine, "src", str(base / f"enc-{fmt}-{enc}"), format=fmt, sync=True,
+                              overwrite=True, manager=client.jobs, encryption_key=key if enc else None)
+        assert s.status == "Completed", s.error
+        return s.records_done
+
+    def read(fmt: str, enc: bool, into: str | None = None) -> int:
+        source = open_source(open_store(str(base / f"enc-{fmt}-{enc}")), key=key if enc else None)
+        assert source.encrypted == enc
+        idx = None
+        if into is not None:
+            if client.has_index(into):
+                client.delete_index(into)
+            client.create_index(into, dimension=client.describe_index("src").dimension, metric="cosine")
+            idx = client.engine.index(into)
+        n = 0
+        for f in source.files:
+            for batch in source.read(f, batch_size=2000):
+                n += len(batch)
+                if idx is not None:
+                    idx.upsert_batch(f.namespace, batch)
+        if into is not None:
+            client.delete_index(into)
+        return n
+
+    for r in range(runs):
+        for fmt in FORMATS:
+            order = (False, True) if r % 2 == 0 else (True, False)
+            for kind, fn in (("export", export), ("read", read),
+                             ("restore", lambda fmt, enc: read(fmt, enc, into="enc-copy"))):
+                for enc in order:
+                    t, n = timed(lambda fn=fn, fmt=fmt, enc=enc: fn(fmt, enc))
+                    assert n == records, (kind, fmt, enc, n)
+                    times.setdefault((kind, fmt, enc), []).append(t)
+    sizes = {(fmt, enc): sum(p.stat().st_size for p in (base / f"enc-{fmt}-{enc}").rglob("part-*"))
+             for fmt in FORMATS for enc in (False, True)}
+    print(f"\n{'job':<20}{'plain rec/s':>13}{'encrypted rec/s':>17}{'ratio':>8}  (median wall time encrypted / plain;"
+          f" goal <= 1.15)   runs (s): plain | encrypted")
+    for kind in ("export", "read", "restore"):
+        for fmt in FORMATS:
+            plain, enc = (statistics.median(times[(kind, fmt, e)]) for e in (False, True))
+            ratio = enc / plain
+            mark = "ok" if ratio <= 1.15 else "MISSED"
+            print(f"{kind + ' ' + fmt:<20}{records / plain:>13,.0f}{records / enc:>17,.0f}{ratio:>8.3f} {mark:<7}"
+                  f"{', '.join(f'{t:.2f}' for t in times[(kind, fmt, False)])} | "
+                  f"{', '.join(f'{t:.2f}' for t in times[(kind, fmt, True)])}")
+    print("archive size: " + ", ".join(
+        f"{fmt} {sizes[(fmt, True)] / sizes[(fmt, False)] - 1:+.3%} encrypted" for fmt in FORMATS))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--records", type=int, default=100_000)
@@ -318,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", choices=[f"{k}-{f}" for k in ("export", "restore") for f in FORMATS],
                     help="cProfile one job instead of benchmarking")
     ap.add_argument("--top", type=int, default=30)
+    ap.add_argument("--encrypt", action="store_true",
+                    help="only compare encrypted with plain export, read and restore (same run, medians, ratio)")
     ap.add_argument("--dir", default=None, help="where to work (default: a temp folder)")
     args = ap.parse_args(argv)
 
@@ -331,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
               f"load average {os.getloadavg()[0]:.1f}")
         if args.profile:
             profile(client, base, args.profile, args.top)
+            return 0
+        if args.encrypt:
+            encrypt_comparison(client, base, args.runs, args.records)
             return 0
 
         rates: dict[tuple[str, str], list[float]] = {}

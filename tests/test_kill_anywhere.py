@@ -23,7 +23,9 @@ from spruce.archive import verify_archive
 from spruce.storage import open_store
 
 N, DIM, PART, ROUNDS = 10_000, 16, 500, 10
-ENDED_OR_RESUMABLE = {"Completed", "Interrupted", "Cancelled", "Failed", "Superseded"}
+#: "Pending": killed after the job was recorded and before it started; resumable like Interrupted
+#: (``spruce jobs resume``, or ``spruce serve`` at start-up)
+ENDED_OR_RESUMABLE = {"Completed", "Interrupted", "Pending", "Cancelled", "Failed", "Superseded"}
 
 WORKER = """
 import sys, threading, time, spruce
@@ -97,7 +99,7 @@ def test_kill_anywhere_then_reopen_and_resume(folder, tmp_path: Path, kind: str)
             if not mine:
                 continue  # killed before the job was recorded: nothing to resume, nothing written
             job = mine[0]
-            if job.status == "Interrupted":
+            if job.status in ("Interrupted", "Pending"):
                 done = c.jobs.resume(job.id, sync=True)
                 assert done.status == "Completed", (k, done.status, done.error, done.reason)
             else:

@@ -238,24 +238,32 @@ class Index:
                      compression_level: int | None = None, part_max_bytes: int | None = None,
                      part_max_records: int | None = None, overwrite: bool = False,
                      storage_options: Mapping[str, Any] | None = None,
-                     link_expiry_seconds: int | None = None, **_ignored: Any) -> models.ExportResponse:
+                     link_expiry_seconds: int | None = None, encryption_key: Any = None,
+                     **_ignored: Any) -> models.ExportResponse:
         """Export one exact snapshot of this index to ``storage_path`` (a folder or s3/gs/az URI).
 
         The archive's manifest is written last: until the job is Completed there is no
-        manifest, so a partial archive can never be mistaken for a whole one.
+        manifest, so a partial archive can never be mistaken for a whole one. With
+        ``encryption_key`` (``spruce.archive.ArchiveKey.from_file(path)`` or ``.from_env()``
+        for SPRUCE_ARCHIVE_PASSPHRASE) every data file is encrypted before it leaves the
+        process (docs/FORMAT.md, "Encryption").
         """
         state = jobs.start_export(
             self._client.engine, self.name, storage_path, format=format, namespaces=namespaces, filter=filter,
             compression_level=compression_level, part_max_bytes=part_max_bytes,
             part_max_records=part_max_records, overwrite=overwrite, storage_options=storage_options,
-            link_expiry_seconds=link_expiry_seconds, sync=sync, manager=self._client.jobs)
+            link_expiry_seconds=link_expiry_seconds, sync=sync, manager=self._client.jobs,
+            encryption_key=encryption_key)
         return models.ExportResponse(export_id=state.id, status=JobStatus(state.status), sync=sync)
 
     def upsert_from_file(self, uri: str, sync: bool = True, *, on_conflict: str = "overwrite",
                          namespace_map: Mapping[str, str] | None = None, error_mode: str = "abort",
                          namespace: str | None = None, dimension: int | None = None, metric: str | None = None,
                          vector_type: str | None = None, storage_options: Mapping[str, Any] | None = None,
-                         supersede: bool = False, allow_metric_change: bool = False) -> models.ImportDescription:
+                         supersede: bool = False, allow_metric_change: bool = False,
+                         namespaces: Sequence[str] | None = None, ids: Iterable[str] | None = None,
+                         filter: Mapping[str, Any] | None = None, allow_empty: bool = False,
+                         dry_run: bool = False, encryption_key: Any = None) -> models.ImportDescription:
         """Restore an archive (verified file by file) or plain JSONL/Parquet files into this index.
 
         Creates the index when missing; merges when present. With sync=True (the default)
@@ -263,12 +271,32 @@ class Index:
         replaces only records older than the job's start, never ones written since. While
         another restore writes this index it raises JobConflict, unless ``supersede`` cancels
         that one; the same restore run again resumes its own interrupted job.
+
+        ``namespace`` is the namespace a single plain file (or the files at the top of a plain
+        folder) is restored into: the CLI's ``--target-namespace``; it is refused for an archive,
+        whose records keep their namespaces (rename them with ``namespace_map``).
+
+        Selection (the CLI's ``--namespace``, ``--ids-file``, ``--filter``): ``namespaces`` restores
+        only those namespaces of the source (its names, before ``namespace_map``), ``ids`` only
+        those record ids, ``filter`` only the records whose metadata match it (Pinecone's filter
+        language). A record is restored when it passes every part given; the description's
+        ``records_skipped_by_selection`` counts the others. A selection that matches no record
+        raises EmptySelection (an InvalidArgument) having written nothing, unless
+        ``allow_empty=True``. A resumed job applies the same selection.
+
+        ``dry_run=True`` reads and verifies the source as the restore would and writes nothing;
+        the description's ``dry_run_report`` says per namespace what it would write, its conflicts
+        (split by ``on_conflict``) and what the selection leaves out (see ``spruce.jobs.dryrun``).
+
+        An encrypted archive needs ``encryption_key`` (``spruce.archive.ArchiveKey``): without it,
+        or with another key, this raises at once and nothing is written.
         """
         state = jobs.start_import(
             self._client.engine, self.name, uri, on_conflict=on_conflict, namespace_map=namespace_map,
             error_mode=error_mode, namespace=namespace, dimension=dimension, metric=metric,
             vector_type=vector_type, storage_options=storage_options, sync=sync, manager=self._client.jobs,
-            supersede=supersede, allow_metric_change=allow_metric_change)
+            supersede=supersede, allow_metric_change=allow_metric_change, namespaces=namespaces, ids=ids,
+            filter=filter, allow_empty=allow_empty, dry_run=dry_run, encryption_key=encryption_key)
         return jobs.import_description(state)
 
     def upsert(self, vectors: Iterable[Any], namespace: str | None = None, batch_size: int | None = None,

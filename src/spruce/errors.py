@@ -192,3 +192,28 @@ class CorruptRecord(IntegrityError):
 
 class ChainBroken(IntegrityError):
     """A backup snapshot's parent (or an ancestor) is missing, or does not continue its chain."""
+
+
+class ManifestTampered(ManifestInvalid):
+    """An encrypted archive's manifest does not match its HMAC: edited by someone without the key."""
+
+
+class DecryptionFailed(IntegrityError):
+    """An encrypted file's segment fails authentication although the file's bytes match the manifest.
+
+    (A file whose bytes differ from the manifest is a ChecksumMismatch, however it fails.)"""
+
+
+# -- archive keys --------------------------------------------------------------
+
+
+class ArchiveKeyError(FailedPrecondition):
+    """An encrypted archive cannot be opened with the key given: none, or another one."""
+
+
+class ArchiveLocked(ArchiveKeyError):
+    """The archive is encrypted and no key was given (--key-file, or SPRUCE_ARCHIVE_PASSPHRASE)."""
+
+
+class WrongKey(ArchiveKeyError):
+    """The key given is not the archive's: its fingerprint differs from the manifest's."""

@@ -290,6 +290,10 @@ class ImportDescription(_DictLike):
     attempts: int = 0
     resumed_at: list[str] | None = None
     reason: str | None = None
+    #: Records of the source a selective restore left out (namespaces, ids, filter).
+    records_skipped_by_selection: int = 0
+    #: A dry run's report: what the restore would do, per namespace (see spruce.jobs.dryrun).
+    dry_run_report: dict[str, Any] | None = None
 
     @property
     def id(self) -> str:

@@ -205,6 +205,8 @@ def job_state(d: dict[str, Any]) -> JobState:
         rejects_path=d.get("rejectsPath"), notes=list(d.get("notes") or []),
         attempts=int(d.get("attempts") or 0), resumed_at=list(d.get("resumedAt") or []), reason=d.get("reason"),
         records_skipped=int(d.get("recordsSkipped") or 0), records_kept_newer=int(d.get("recordsKeptNewer") or 0),
+        records_skipped_by_selection=int(d.get("recordsSkippedBySelection") or 0),
+        dry_run_report=d.get("dryRunReport"),
     )
 
 
@@ -435,14 +437,24 @@ class RemoteIndex:
                          namespace_map: Mapping[str, str] | None = None, error_mode: str = "abort",
                          namespace: str | None = None, dimension: int | None = None, metric: str | None = None,
                          vector_type: str | None = None, storage_options: Mapping[str, Any] | None = None,
-                         supersede: bool = False, allow_metric_change: bool = False) -> models.ImportDescription:
+                         supersede: bool = False, allow_metric_change: bool = False,
+                         namespaces: Sequence[str] | None = None, ids: Iterable[str] | None = None,
+                         filter: Mapping[str, Any] | None = None, allow_empty: bool = False,
+                         dry_run: bool = False) -> models.ImportDescription:
         """Restore an archive or plain files (a server-side path, an object-store URI, or this server's
-        download link of a completed export) into this index, creating it when missing."""
+        download link of a completed export) into this index, creating it when missing. The selection
+        (``namespaces``, ``ids``, ``filter``, ``allow_empty``) and ``dry_run`` are as in the embedded
+        ``Index.upsert_from_file``; ``ids`` travel in the request, whose body the server caps (2 MB)."""
         _no_storage_options(storage_options)
+        if isinstance(namespaces, str) or isinstance(ids, (str, bytes)):
+            raise InvalidArgument("namespaces and ids must be lists, not one string")
         body = {"uri": uri, "errorMode": {"onError": error_mode}, "onConflict": on_conflict,
                 "namespaceMap": dict(namespace_map) if namespace_map else None, "namespace": namespace,
                 "dimension": dimension, "metric": metric, "vectorType": vector_type, "createIndex": True,
-                "supersede": supersede or None, "allowMetricChange": allow_metric_change or None}
+                "supersede": supersede or None, "allowMetricChange": allow_metric_change or None,
+                "namespaces": list(namespaces) if namespaces is not None else None,
+                "ids": list(ids) if ids is not None else None, "filter": filter,
+                "allowEmpty": allow_empty or None, "dryRun": dry_run or None}
         job_id = self._request("POST", "/bulk/imports", json={k: v for k, v in body.items() if v is not None})["id"]
         if not sync:
             return self._client.describe_import(job_id)

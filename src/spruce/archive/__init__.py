@@ -5,6 +5,7 @@ The format is specified in docs/FORMAT.md; the manifest's JSON Schema is
 """
 
 from spruce.archive.decode import OnError
+from spruce.archive.keys import PASSPHRASE_ENV, ArchiveCipher, ArchiveKey, generate_key_file
 from spruce.archive.manifest import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -38,6 +39,9 @@ __all__ = [
     "FORMAT_VERSION",
     "IMPORT_SCHEMA",
     "MANIFEST_NAME",
+    "PASSPHRASE_ENV",
+    "ArchiveCipher",
+    "ArchiveKey",
     "ArchiveReader",
     "ArchiveWriter",
     "FileEntry",
@@ -51,6 +55,7 @@ __all__ = [
     "check_file_bytes",
     "decode_dir",
     "encode_namespace",
+    "generate_key_file",
     "load_schema",
     "open_source",
     "parse_manifest",

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
 import orjson
+from isal import isal_zlib
 
 from spruce.records import RawJson, RecordBatch
 
@@ -140,3 +142,78 @@ def _stdlib_loads(raw: bytes | str) -> Any:
 
 def _reject_constant(token: str) -> Any:
     raise ValueError(f"{token} is not valid JSON")
+
+
+_SPACE = frozenset(b" \t\r\n\f\v")
+
+
+def jsonl_batches(pipe: Iterable[bytes], asm: Any, batch_size: int,
+                   counter: list[int]) -> Iterator[RecordBatch]:
+    """Split decompressed chunks into lines (memoryview slices: no copy per line), skip blank
+    ones, and hand them to the assembler ``batch_size`` at a time."""
+    lines: list[Any] = []
+    locs: list[int] = []
+    line = 0
+    pending = b""
+    space = _SPACE
+
+    def take(seg: Any) -> None:
+        if seg[0] in space and bytes(seg).isspace():
+            return
+        lines.append(seg)
+        locs.append(line)
+
+    for chunk in pipe:
+        pos = 0
+        if pending:
+            end = chunk.find(b"\n")
+            if end < 0:
+                pending += chunk
+                continue
+            line += 1
+            take(pending + chunk[:end])
+            pending = b""
+            pos = end + 1
+        find = chunk.find
+        mv = memoryview(chunk)
+        while True:
+            end = find(b"\n", pos)
+            if end < 0:
+                break
+            line += 1
+            if end > pos:
+                take(mv[pos:end])
+                if len(lines) >= batch_size:
+                    counter[0] += len(lines)
+                    batch = asm.from_lines(lines, locs)
+                    lines, locs = [], []
+                    if batch is not None:
+                        yield batch
+            pos = end + 1
+        pending = chunk[pos:]
+    if pending:
+        line += 1
+        take(pending)
+    if lines:
+        counter[0] += len(lines)
+        batch = asm.from_lines(lines, locs)
+        if batch is not None:
+            yield batch
+
+
+def write_jsonl_part(items: Iterable[tuple[bytes, int, int]], sink: Any, *, gzip_level: int | None,
+                     progress: Callable[[int, int], None]) -> int:
+    """Write one part from ``(lines, records, payload bytes)`` items to ``sink``, gzipped at
+    ``gzip_level`` (isal) unless None; ``progress(records, bytes written)``. Returns the records."""
+    comp = None if gzip_level is None else isal_zlib.compressobj(gzip_level, isal_zlib.DEFLATED, 31)
+    records = 0
+    for data, k, _payload in items:
+        out = comp.compress(data) if comp is not None else data
+        sink.write(out)
+        records += k
+        progress(k, len(out))
+    if comp is not None:
+        tail = comp.flush()
+        sink.write(tail)
+        progress(0, len(tail))
+    return records

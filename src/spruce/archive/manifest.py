@@ -133,10 +133,16 @@ class Manifest:
     version: int = FORMAT_VERSION
     #: backup snapshots only: snapshot_id, parent, since, index_uid, tags, deleted_namespaces
     backup: dict[str, Any] | None = None
+    #: encrypted archives only: algorithm, segment_size, archive_nonce, key, manifest_hmac (spruce.archive.keys)
+    encryption: dict[str, Any] | None = None
 
     @property
     def is_incremental(self) -> bool:
         return self.backup is not None and self.backup.get("parent") is not None
+
+    @property
+    def encrypted(self) -> bool:
+        return self.encryption is not None
 
     @property
     def tombstone_files(self) -> list[TombstoneEntry]:
@@ -195,7 +201,8 @@ class Manifest:
             "data": self.data,
             "namespaces": [ns.to_dict() for ns in self.namespaces],
             "totals": dict(self.totals),
-        } | ({"backup": self.backup} if self.backup is not None else {})
+        } | ({"backup": self.backup} if self.backup is not None else {}) | (
+            {"encryption": self.encryption} if self.encryption is not None else {})
 
     def to_json(self) -> bytes:
         """The bytes written as manifest.json: UTF-8, 2-space indent, final newline."""
@@ -281,6 +288,7 @@ def build_manifest(
     namespaces: Iterable[NamespaceEntry],
     created_at: str | None = None,
     backup: Mapping[str, Any] | None = None,
+    encryption: Mapping[str, Any] | None = None,
 ) -> Manifest:
     """Assemble a manifest and run the reader's checks on it, so a writer never commits a bad one."""
     nss = tuple(namespaces)
@@ -299,6 +307,7 @@ def build_manifest(
         namespaces=nss,
         totals=compute_totals(nss),
         backup=None if backup is None else dict(backup),
+        encryption=None if encryption is None else dict(encryption),
     )
     doc = m.to_dict()
     errors = list(_schema_errors(doc)) or check_consistency(doc)
@@ -489,4 +498,5 @@ def manifest_from_dict(doc: Mapping[str, Any]) -> Manifest:
         format=doc["format"],
         version=doc["version"],
         backup=None if doc.get("backup") is None else dict(doc["backup"]),
+        encryption=None if doc.get("encryption") is None else dict(doc["encryption"]),
     )

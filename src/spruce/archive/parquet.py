@@ -8,10 +8,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from spruce.archive.jsonl import dumps_metadata
 from spruce.records import RecordBatch
@@ -102,3 +104,49 @@ def list_parts(arr: pa.Array) -> tuple[np.ndarray, pa.Array, np.ndarray | None]:
     if arr.null_count:
         nulls = arr.is_null().to_numpy(zero_copy_only=False)
     return offsets, flat, nulls
+
+
+#: Parquet row groups are cut at about this much uncompressed data.
+ROW_GROUP_BYTES = 16 * 1024 * 1024
+
+
+def write_parquet_part(items: Iterable[tuple[pa.Table, int, int]], sink: Any, *, compression: str,
+                       compression_level: int | None, progress: Callable[[int, int], None]) -> int:
+    """Write one part from ``(table, records, payload bytes)`` items to the file object ``sink``
+    (which has ``size``): row groups of about ROW_GROUP_BYTES, ``progress(records, bytes)`` after
+    each. Returns the records written."""
+    pw = pq.ParquetWriter(sink, IMPORT_SCHEMA, compression=compression, compression_level=compression_level,
+                          use_dictionary=False, write_statistics=False)
+    records = 0
+    reported = 0
+    pending: list[pa.Table] = []
+    rows = size = 0
+
+    def flush() -> None:
+        nonlocal rows, size, reported, records
+        if pending:
+            table = pa.concat_tables(pending) if len(pending) > 1 else pending[0]
+            pw.write_table(table, row_group_size=rows)
+            records += rows
+            progress(rows, sink.size - reported)
+            reported = sink.size
+            pending.clear()
+            rows = size = 0
+
+    try:
+        for table, k, payload in items:
+            pending.append(table)
+            rows += k
+            size += payload
+            if size >= ROW_GROUP_BYTES:
+                flush()
+        flush()
+    except BaseException:
+        try:
+            pw.close()
+        except Exception:
+            pass
+        raise
+    pw.close()
+    progress(0, sink.size - reported)
+    return records

@@ -13,6 +13,11 @@ file checked against it); otherwise plain files, either
 Both kinds are read through the same ``Source.read``; a bad record raises a
 ValidationError naming file, line (JSON Lines) or record (the 0-based Parquet
 row) and field, or, with ``on_error``, is skipped and reported.
+
+An encrypted archive is opened with its key (``open_source(store, key=ArchiveKey...)``): the
+key is checked at once (WrongKey; ManifestTampered when the manifest's HMAC fails), and every
+file then decrypts as it is read. Opened without it, the manifest and the files' checksums
+are usable, and reading records raises ArchiveLocked (``Source.require_key()`` says so up front).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from spruce.archive.decode import OnError, Shape
 from spruce.archive.manifest import MANIFEST_NAME, Manifest
@@ -29,6 +34,9 @@ from spruce.archive.reader import DEFAULT_BATCH_SIZE, ArchiveReader, SourceFile,
 from spruce.errors import ArchiveIncomplete, InvalidArgument, ValidationError
 from spruce.records import RecordBatch, normalize_namespace
 from spruce.storage.base import Store
+
+if TYPE_CHECKING:
+    from spruce.archive.keys import ArchiveCipher, ArchiveKey
 
 __all__ = ["Source", "SourceFile", "open_source"]
 
@@ -46,6 +54,17 @@ class Source:
     files: list[SourceFile]
     manifest: Manifest | None = None
     _inferred: tuple[int | None, str] | None = field(default=None, repr=False)
+    #: an encrypted archive's cipher (locked when opened without the key); None otherwise
+    cipher: ArchiveCipher | None = field(default=None, repr=False)
+
+    @property
+    def encrypted(self) -> bool:
+        return self.cipher is not None
+
+    def require_key(self) -> None:
+        """ArchiveLocked when this is an encrypted archive opened without its key."""
+        if self.cipher is not None:
+            self.cipher.require()
 
     @property
     def namespaces(self) -> list[str]:
@@ -116,12 +135,15 @@ class Source:
         return self._inferred
 
 
-def open_source(store: Store, path: str = "", *, namespace: str = "", force_plain: bool = False) -> Source:
+def open_source(store: Store, path: str = "", *, namespace: str = "", force_plain: bool = False,
+                key: ArchiveKey | None = None) -> Source:
     """Open what ``store`` (and optionally ``path`` inside it) holds for a restore.
 
     ``namespace`` is where a single file, or data files at the top of a folder,
     go. A folder holding only spruce part files but no manifest is an export
     that never committed: ArchiveIncomplete, unless ``force_plain`` is set.
+    ``key`` unlocks an encrypted archive, and is checked here (WrongKey, ManifestTampered);
+    it is not used for anything that is not an encrypted archive.
     """
     path = path.strip("/")
     namespace = normalize_namespace(namespace)
@@ -134,8 +156,9 @@ def open_source(store: Store, path: str = "", *, namespace: str = "", force_plai
     if not force_plain:
         root = store.child(path) if path else store
         if root.exists(MANIFEST_NAME):
-            reader = ArchiveReader(root)
-            return Source(store=root, kind="archive", files=reader.files(), manifest=reader.manifest)
+            reader = ArchiveReader(root, key=key)
+            return Source(store=root, kind="archive", files=reader.files(), manifest=reader.manifest,
+                          cipher=reader.cipher)
 
     prefix = f"{path}/" if path else ""
     files: list[SourceFile] = []

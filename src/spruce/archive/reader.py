@@ -14,20 +14,22 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from spruce.archive.decode import Assembler, OnError, Shape
+from spruce.archive.decrypting import auth_failed, check_stored_size, decrypt_whole
+from spruce.archive.decrypting import check_bytes as _check_bytes
+from spruce.archive.jsonl import jsonl_batches
 from spruce.archive.manifest import MANIFEST_NAME, FileEntry, Manifest, NamespaceEntry, parse_manifest
 from spruce.archive.naming import PART_PATH_RE
 from spruce.archive.parquet import IMPORT_SCHEMA, schema_matches
-from spruce.archive.streams import READ_CHUNK, DecodeFailure, ReadPipeline
+from spruce.archive.streams import READ_CHUNK, AuthFailure, DecodeFailure, ReadPipeline
 from spruce.errors import (
     ArchiveIncomplete,
-    ChecksumMismatch,
     CorruptRecord,
     MissingFile,
     NotAnArchive,
@@ -40,6 +42,7 @@ from spruce.records import RecordBatch
 from spruce.storage.base import Store
 
 if TYPE_CHECKING:
+    from spruce.archive.keys import ArchiveCipher, ArchiveKey
     from spruce.archive.verify import VerifyReport
 
 DEFAULT_BATCH_SIZE = 1000
@@ -47,7 +50,10 @@ DEFAULT_BATCH_SIZE = 1000
 
 @dataclass(frozen=True, slots=True)
 class SourceFile:
-    """A data file to read: where, what format, and what the manifest promises (None: nothing)."""
+    """A data file to read: where, what format, and what the manifest promises (None: nothing).
+
+    ``cipher``: the archive's, when it is encrypted (spruce.archive.keys.ArchiveCipher): reading
+    decrypts the file, or raises ArchiveLocked when the archive was opened without its key."""
 
     namespace: str
     path: str
@@ -55,11 +61,13 @@ class SourceFile:
     sha256: str | None = None
     records: int | None = None
     bytes: int | None = None
+    cipher: ArchiveCipher | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def from_entry(cls, entry: FileEntry, *, namespace: str, fmt: str) -> SourceFile:
+    def from_entry(cls, entry: FileEntry, *, namespace: str, fmt: str,
+                   cipher: ArchiveCipher | None = None) -> SourceFile:
         return cls(namespace=namespace, path=entry.path, format=fmt, sha256=entry.sha256,
-                   records=entry.records, bytes=entry.bytes)
+                   records=entry.records, bytes=entry.bytes, cipher=cipher)
 
 
 def corrupt(err: ValidationError) -> CorruptRecord:
@@ -68,14 +76,6 @@ def corrupt(err: ValidationError) -> CorruptRecord:
     exc.file, exc.line, exc.record, exc.field = err.file, err.line, err.record, err.field  # type: ignore[attr-defined]
     exc.__cause__ = err
     return exc
-
-
-def _check_bytes(f: SourceFile, sha: str | None, size: int, *, cause: str | None = None) -> None:
-    why = f" ({cause})" if cause else ""
-    if f.bytes is not None and size != f.bytes:
-        raise ChecksumMismatch(f"{f.path}: {size} bytes, the manifest says {f.bytes}{why}")
-    if f.sha256 is not None and sha != f.sha256:
-        raise ChecksumMismatch(f"{f.path}: sha256 is {sha}, the manifest says {f.sha256}{why}")
 
 
 def check_file_bytes(store: Store, f: SourceFile) -> None:
@@ -134,14 +134,20 @@ def _open(store: Store, f: SourceFile) -> Any:
 
 def _read_jsonl(store: Store, f: SourceFile, asm: Assembler, batch_size: int,
                 strict: bool) -> Iterator[RecordBatch]:
-    pipe = ReadPipeline(_open(store, f), gzip=f.format == "jsonl.gz")
+    decryptor = None if f.cipher is None else f.cipher.decryptor(f.path)  # ArchiveLocked without the key
+    raw = _open(store, f)
+    if decryptor is not None:
+        check_stored_size(f, raw)
+    pipe = ReadPipeline(raw, gzip=f.format == "jsonl.gz", decryptor=decryptor)
     counter = [0]
     try:
         try:
-            yield from _jsonl_batches(pipe, asm, batch_size, counter)
+            yield from jsonl_batches(pipe, asm, batch_size, counter)
         except DecodeFailure as e:
             sha, size = pipe.finish_hash()
             _check_bytes(f, sha, size, cause=str(e))
+            if isinstance(e, AuthFailure):
+                raise auth_failed(f, str(e)) from None
             raise CorruptRecord(f"{f.path or store.uri}: {e}") from None  # a single file is its store
         except ValidationError as e:
             if f.sha256 is not None or f.bytes is not None:
@@ -155,63 +161,6 @@ def _read_jsonl(store: Store, f: SourceFile, asm: Assembler, batch_size: int,
         _check_count(f, counter[0])
     finally:
         pipe.close()
-
-
-_SPACE = frozenset(b" \t\r\n\f\v")
-
-
-def _jsonl_batches(pipe: ReadPipeline, asm: Assembler, batch_size: int,
-                   counter: list[int]) -> Iterator[RecordBatch]:
-    """Split decompressed chunks into lines (memoryview slices: no copy per line), skip blank
-    ones, and hand them to the assembler ``batch_size`` at a time."""
-    lines: list[Any] = []
-    locs: list[int] = []
-    line = 0
-    pending = b""
-    space = _SPACE
-
-    def take(seg: Any) -> None:
-        if seg[0] in space and bytes(seg).isspace():
-            return
-        lines.append(seg)
-        locs.append(line)
-
-    for chunk in pipe:
-        pos = 0
-        if pending:
-            end = chunk.find(b"\n")
-            if end < 0:
-                pending += chunk
-                continue
-            line += 1
-            take(pending + chunk[:end])
-            pending = b""
-            pos = end + 1
-        find = chunk.find
-        mv = memoryview(chunk)
-        while True:
-            end = find(b"\n", pos)
-            if end < 0:
-                break
-            line += 1
-            if end > pos:
-                take(mv[pos:end])
-                if len(lines) >= batch_size:
-                    counter[0] += len(lines)
-                    batch = asm.from_lines(lines, locs)
-                    lines, locs = [], []
-                    if batch is not None:
-                        yield batch
-            pos = end + 1
-        pending = chunk[pos:]
-    if pending:
-        line += 1
-        take(pending)
-    if lines:
-        counter[0] += len(lines)
-        batch = asm.from_lines(lines, locs)
-        if batch is not None:
-            yield batch
 
 
 def _hash_stream(src: Any, sink: Any = None) -> tuple[str, int]:
@@ -246,7 +195,11 @@ def _read_parquet(store: Store, f: SourceFile, asm: Assembler, batch_size: int,
     tmp = None
     alongside: Future[tuple[str, int]] | None = None
     try:
-        if local is not None:
+        if f.cipher is not None:
+            # decrypted and authenticated whole (Parquet needs random access) before the first record
+            f.cipher.require()
+            where, tmp = decrypt_whole(_open(store, f), f)
+        elif local is not None:
             if not os.path.isfile(local):
                 raise MissingFile(f"{f.path}: listed but absent from {store.uri}")
             if f.sha256 is not None and hash_alongside:
@@ -256,14 +209,14 @@ def _read_parquet(store: Store, f: SourceFile, asm: Assembler, batch_size: int,
                 sha, size = _hash_stream(_open(store, f))
             else:
                 sha, size = None, os.path.getsize(local)
-            where: str = local
+            where = local
         else:
             # Parquet needs random access: spool the object to a temporary file, hashing it on the way.
             tmp = tempfile.NamedTemporaryFile(prefix="spruce-", suffix=".parquet")  # noqa: SIM115
             sha, size = _hash_stream(_open(store, f), tmp)
             tmp.flush()
             where = tmp.name
-        if alongside is None:
+        if alongside is None and f.cipher is None:
             _check_bytes(f, sha, size)
         try:
             pf = pq.ParquetFile(where, memory_map=True)
@@ -324,11 +277,19 @@ def _schema_text(schema: pa.Schema) -> str:
 
 
 class ArchiveReader:
-    """Reads a committed archive. Every file is checked against the manifest while it is read."""
+    """Reads a committed archive. Every file is checked against the manifest while it is read.
 
-    def __init__(self, store: Store) -> None:
+    ``key`` (spruce.archive.keys.ArchiveKey) unlocks an encrypted archive; it is checked on first
+    use of ``cipher`` (``files()``, ``iter_batches``, ``unlock()``): WrongKey, or ManifestTampered
+    when the manifest's HMAC fails. Without it an encrypted archive's manifest and checksums can be
+    read, its records not (ArchiveLocked). A key given for an archive that is not encrypted is
+    not used."""
+
+    def __init__(self, store: Store, *, key: ArchiveKey | None = None) -> None:
         self.store = store
+        self.key = key
         self._manifest: Manifest | None = None
+        self._cipher: ArchiveCipher | None = None
 
     @property
     def manifest(self) -> Manifest:
@@ -337,9 +298,26 @@ class ArchiveReader:
             self._manifest = load_manifest(self.store)
         return self._manifest
 
+    @property
+    def cipher(self) -> ArchiveCipher | None:
+        """None for an archive that is not encrypted; else its cipher, locked without the key."""
+        if self._cipher is None and self.manifest.encryption is not None:
+            from spruce.archive.keys import unlock
+
+            self._cipher = unlock(self.manifest, self.key, self.store.uri)
+        return self._cipher
+
+    def unlock(self) -> ArchiveCipher | None:
+        """Check the key now: ArchiveLocked (encrypted, no key), WrongKey, ManifestTampered."""
+        cipher = self.cipher
+        if cipher is not None:
+            cipher.require()
+        return cipher
+
     def files(self) -> list[SourceFile]:
         m = self.manifest
-        return [SourceFile.from_entry(f, namespace=ns.name, fmt=m.file_format)
+        cipher = self.cipher
+        return [SourceFile.from_entry(f, namespace=ns.name, fmt=m.file_format, cipher=cipher)
                 for ns in m.namespaces for f in ns.files]
 
     def iter_batches(
@@ -361,10 +339,13 @@ class ArchiveReader:
         m = self.manifest
         dimension = m.dimension if dimension is None else dimension
         vector_type = vector_type or m.vector_type
+        cipher = self.cipher
         if isinstance(entry, NamespaceEntry):
-            files = [SourceFile.from_entry(f, namespace=entry.name, fmt=m.file_format) for f in entry.files]
+            files = [SourceFile.from_entry(f, namespace=entry.name, fmt=m.file_format, cipher=cipher)
+                     for f in entry.files]
         elif isinstance(entry, FileEntry):
-            files = [SourceFile.from_entry(entry, namespace=m.namespace_of(entry).name, fmt=m.file_format)]
+            files = [SourceFile.from_entry(entry, namespace=m.namespace_of(entry).name, fmt=m.file_format,
+                                           cipher=cipher)]
         else:
             files = [entry]
         shape = Shape(dimension, vector_type)
@@ -376,7 +357,7 @@ class ArchiveReader:
         """Re-read every file; a VerifyReport listing every problem found (see spruce.archive.verify)."""
         from spruce.archive.verify import verify_archive
 
-        return verify_archive(self.store, batch_size=batch_size)
+        return verify_archive(self.store, batch_size=batch_size, key=self.key)
 
 
 def load_manifest(store: Store) -> Manifest:

@@ -55,12 +55,13 @@ class HashingSink(_WriteOnlyFile):
 
 
 class WriteBehind(_WriteOnlyFile):
-    """A file object whose writes a thread hashes and stores (through a HashingSink), so the
-    encoder that writes (gzip, pyarrow's Parquet writer) goes on encoding meanwhile.
+    """A file object whose writes a thread hashes and stores (through a HashingSink; encrypted
+    archives: encrypts first), so the encoder that writes (gzip, pyarrow's Parquet writer) goes
+    on encoding meanwhile.
     ``close()`` waits for the last write and raises the first error a write met."""
 
-    def __init__(self, sink: HashingSink, *, depth: int = 4) -> None:
-        self.sink = sink
+    def __init__(self, sink: HashingSink | Any, *, depth: int = 4) -> None:
+        self.sink = sink  # a HashingSink, or a SegmentEncryptor in front of one
         self.size = 0  # bytes handed over so far
         self.closed = False
         self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
@@ -99,8 +100,13 @@ class DecodeFailure(Exception):
     """The byte stream could not be decompressed (corrupt or truncated gzip)."""
 
 
+class AuthFailure(DecodeFailure):
+    """An encrypted file's header or segment did not authenticate (spruce.archive.crypto)."""
+
+
 class ReadPipeline:
-    """Reads a stored object in a background thread: hash + count raw bytes, gunzip, hand over chunks.
+    """Reads a stored object in a background thread: hash + count raw bytes, decrypt (encrypted
+    archives: a segment's plaintext goes on only once its tag verified), gunzip, hand over chunks.
 
     Iterating yields decompressed chunks in order. ``sha256``/``size`` are final
     once iteration has ended (normally or with DecodeFailure), or after
@@ -110,9 +116,10 @@ class ReadPipeline:
 
     _END = object()
 
-    def __init__(self, raw: BinaryIO, *, gzip: bool, depth: int = 4) -> None:
+    def __init__(self, raw: BinaryIO, *, gzip: bool, depth: int = 4, decryptor: Any = None) -> None:
         self._raw = raw
         self._gzip = gzip
+        self._decryptor = decryptor
         self._q: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()  # stop decompressing; keep hashing
         self._closed = threading.Event()  # consumer is gone; stop everything
@@ -120,6 +127,9 @@ class ReadPipeline:
         self.size = 0
         self._error: BaseException | None = None
         self._done = threading.Event()
+        self._d: Any = isal_zlib.decompressobj(_GZIP_WBITS) if gzip else None
+        self._fed = False  # has the current gzip member seen any input?
+        self._any_data = False
         self._thread = threading.Thread(target=self._run, name="spruce-archive-read", daemon=True)
         self._thread.start()
 
@@ -147,37 +157,68 @@ class ReadPipeline:
                 return
             self._hash(data)
 
-    def _run(self) -> None:
+    def _fail(self, error: BaseException) -> None:
+        """Stop decoding for good; the rest of the object is still hashed."""
+        self._error = error
+        self._drain_raw()
+
+    def _plain(self, data: bytes) -> bool:
+        """Decompress (or pass on) plaintext bytes; False once decoding failed."""
+        if not data:
+            return True
+        d = self._d
+        if d is not None and not self._any_data and not data.startswith(_GZIP_MAGIC[: len(data)]):
+            self._fail(DecodeFailure("not gzip data (it does not start with gzip's magic bytes 1f 8b)"))
+            return False
+        self._any_data = True
+        if d is None:
+            self._put(data)
+            return True
         try:
-            d = isal_zlib.decompressobj(_GZIP_WBITS) if self._gzip else None
-            fed = False  # has the current gzip member seen any input?
-            any_data = False
+            self._d, self._fed = self._gunzip(d, self._fed, data)
+        except isal_zlib.error as e:
+            self._fail(DecodeFailure(f"corrupt gzip data: {e}"))
+            return False
+        return True
+
+    def _run(self) -> None:
+        from spruce.archive.crypto import SegmentAuthError
+
+        dec = self._decryptor
+        try:
             while not self._closed.is_set():
                 data = self._raw.read(READ_CHUNK)
                 if not data:
                     break
-                if d is not None and not any_data and not data.startswith(_GZIP_MAGIC[: len(data)]):
-                    self._error = DecodeFailure("not gzip data (it does not start with gzip's magic bytes 1f 8b)")
-                    self._hash(data)
-                    self._drain_raw()
-                    return
-                any_data = True
                 self._hash(data)
                 if self._stop.is_set():
                     continue
-                if d is None:
-                    self._put(data)
+                if dec is None:
+                    if not self._plain(data):
+                        return
                     continue
                 try:
-                    d, fed = self._gunzip(d, fed, data)
-                except isal_zlib.error as e:
-                    self._error = DecodeFailure(f"corrupt gzip data: {e}")
-                    self._drain_raw()
+                    chunks = dec.feed(data)
+                except SegmentAuthError as e:
+                    self._fail(AuthFailure(str(e)))
                     return
-            if d is not None and not self._stop.is_set() and not self._closed.is_set():
-                if not any_data:
+                for chunk in chunks:
+                    if not self._plain(chunk):
+                        return
+            if self._stop.is_set() or self._closed.is_set():
+                return
+            if dec is not None:
+                try:
+                    last = dec.finish()  # the last-segment flag: a file cut short fails here
+                except SegmentAuthError as e:
+                    self._error = AuthFailure(str(e))
+                    return
+                if not self._plain(last):
+                    return
+            if self._d is not None:
+                if not self._any_data:
                     self._error = DecodeFailure("empty file: not gzip data")
-                elif fed and not d.eof:
+                elif self._fed and not self._d.eof:
                     self._error = DecodeFailure("gzip data ends early (truncated file)")
         except BaseException as e:  # I/O errors from the store
             self._error = e

@@ -15,18 +15,17 @@ from __future__ import annotations
 import queue
 import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
-from isal import isal_zlib
 
 import spruce
-from spruce.archive.jsonl import encode_lines
+from spruce.archive.crypto import DEFAULT_SEGMENT_SIZE
+from spruce.archive.jsonl import encode_lines, write_jsonl_part
 from spruce.archive.manifest import (
     CONSISTENCY,
     FORMATS,
@@ -38,12 +37,15 @@ from spruce.archive.manifest import (
     build_manifest,
 )
 from spruce.archive.naming import PART_PATH_RE, encode_namespace, part_name
-from spruce.archive.parquet import CODECS, IMPORT_SCHEMA, batch_to_table
+from spruce.archive.parquet import CODECS, ROW_GROUP_BYTES, batch_to_table, write_parquet_part  # noqa: F401
 from spruce.archive.streams import HashingSink, WriteBehind
 from spruce.archive.tombstones import TOMBSTONE_PATH_RE, write_tombstones
 from spruce.errors import InvalidArgument, ValidationError
 from spruce.records import RecordBatch, normalize_namespace
 from spruce.storage.base import Store
+
+if TYPE_CHECKING:
+    from spruce.archive.keys import ArchiveKey
 
 #: A part is closed once its uncompressed payload reaches this many bytes...
 DEFAULT_PART_MAX_BYTES = 64 * 1024 * 1024
@@ -52,8 +54,6 @@ DEFAULT_PART_MAX_RECORDS = 100_000
 #: isal gzip level (0-3). 1 is isal's best speed/size trade-off on JSON text of floats.
 DEFAULT_GZIP_LEVEL = 1
 DEFAULT_PARQUET_CODEC = "snappy"
-#: Parquet row groups are cut at about this much uncompressed data.
-ROW_GROUP_BYTES = 16 * 1024 * 1024
 
 #: Records encoded at a time from a caller's batch (bounds the size of a queued chunk).
 _JSONL_SLICE = 1000
@@ -108,6 +108,10 @@ class ArchiveWriter:
     a lock) as data reaches the store: records newly written and compressed bytes
     newly written. An exception it raises (e.g. a cancellation) aborts the export:
     the next ``write()`` or ``commit()`` raises it.
+
+    ``key`` (spruce.archive.keys.ArchiveKey) encrypts every data and tombstone file after it is
+    compressed, in segments of ``segment_size`` plaintext bytes (docs/FORMAT.md, "Encryption");
+    the manifest then names the key's fingerprint and carries an HMAC made with the key.
     """
 
     def __init__(
@@ -122,6 +126,8 @@ class ArchiveWriter:
         workers: int = 2,
         on_progress: ProgressCallback | None = None,
         queue_depth: int = 4,
+        key: ArchiveKey | None = None,
+        segment_size: int = DEFAULT_SEGMENT_SIZE,
     ) -> None:
         if format not in FORMATS:
             raise InvalidArgument(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
@@ -145,6 +151,10 @@ class ArchiveWriter:
             raise InvalidArgument("part_max_bytes and part_max_records must be positive")
         if workers < 1 or queue_depth < 1:
             raise InvalidArgument("workers and queue_depth must be at least 1")
+        try:  # a passphrase is stretched here (scrypt), once per archive
+            self._cipher = None if key is None else key.new_cipher(segment_size=segment_size)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
         self.store = store
         self.format = format
         self.compression = compression
@@ -212,7 +222,7 @@ class ArchiveWriter:
         """An incremental snapshot's deleted ids for a namespace already added (sorted, unique)."""
         ns = self._namespaces[normalize_namespace(namespace)]
         if ids:
-            ns.tombstones = write_tombstones(self.store, ns.dir, ids)
+            ns.tombstones = write_tombstones(self.store, ns.dir, ids, cipher=self._cipher)
 
     def write(self, namespace: str, batch: RecordBatch) -> None:
         """Append ``batch`` to ``namespace`` (encoded now; compressed and stored in the background)."""
@@ -332,7 +342,10 @@ class ArchiveWriter:
                 namespaces=entries,
                 created_at=created_at,
                 backup=backup,
+                encryption=None if self._cipher is None else self._cipher.manifest_fields(),
             )
+            if self._cipher is not None:
+                manifest = self._cipher.seal(manifest)
             self._remove_orphans({f.path for ns in entries for f in ns.files}
                                  | {ns.tombstones.path for ns in entries if ns.tombstones is not None})
             self.store.remove_incomplete()  # a killed earlier run's half-written parts
@@ -471,15 +484,18 @@ class ArchiveWriter:
                 raise _Aborted
             writer = self.store.open_writer(part.path)
             hashing = HashingSink(writer)
-            # hashing and storing run in a thread of their own: a part is encoded by one worker,
-            # and until it takes the part's chunks the caller cannot move on to the next part
-            sink = WriteBehind(hashing)
+            # encrypting, hashing and storing run in a thread of their own: a part is encoded by one
+            # worker, and until it takes the part's chunks the caller cannot move on to the next part
+            enc = None if self._cipher is None else self._cipher.encryptor(part.path, hashing)
+            sink = WriteBehind(enc or hashing)
             try:
                 if self.format == "parquet":
                     records = self._encode_parquet(part, sink)
                 else:
                     records = self._encode_jsonl(part, sink)
                 sink.close()
+                if enc is not None:
+                    enc.close()  # the last segment
                 writer.close()
             except BaseException:
                 sink.close(quiet=True)
@@ -500,67 +516,20 @@ class ArchiveWriter:
             raise _Aborted
         return item
 
-    def _encode_jsonl(self, part: _Part, sink: WriteBehind) -> int:
-        comp = None
-        if self.compression == "gzip":
-            comp = isal_zlib.compressobj(self.compression_level, isal_zlib.DEFLATED, 31)
-        records = 0
+    def _items(self, part: _Part) -> Iterator[Any]:
         while (item := self._next(part)) is not _END:
-            data, k, _payload = item
-            out = comp.compress(data) if comp is not None else data
-            sink.write(out)
-            records += k
-            self._progress(k, len(out))
-        if comp is not None:
-            tail = comp.flush()
-            sink.write(tail)
-            self._progress(0, len(tail))
-        return records
+            yield item
+
+    def _encode_jsonl(self, part: _Part, sink: WriteBehind) -> int:
+        level = self.compression_level if self.compression == "gzip" else None
+        return write_jsonl_part(self._items(part), sink, gzip_level=level, progress=self._progress)
 
     def _encode_parquet(self, part: _Part, sink: WriteBehind) -> int:
-        pw = pq.ParquetWriter(
-            sink, IMPORT_SCHEMA,
-            compression=self.compression,
-            compression_level=self.compression_level,
-            use_dictionary=False,
-            write_statistics=False,
-        )
-        records = 0
-        reported = 0
-        pending: list[pa.Table] = []
-        rows = size = 0
-
-        def flush() -> None:
-            nonlocal rows, size, reported, records
-            if pending:
-                table = pa.concat_tables(pending) if len(pending) > 1 else pending[0]
-                pw.write_table(table, row_group_size=rows)
-                records += rows
-                self._progress(rows, sink.size - reported)
-                reported = sink.size
-                pending.clear()
-                rows = size = 0
-
-        try:
-            while (item := self._next(part)) is not _END:
-                table, k, payload = item
-                pending.append(table)
-                rows += k
-                size += payload
-                if size >= ROW_GROUP_BYTES:
-                    flush()
-            flush()
-        except BaseException:
-            try:
-                pw.close()
-            except Exception:
-                pass
-            raise
-        pw.close()
+        records = write_parquet_part(self._items(part), sink, compression=self.compression,
+                                     compression_level=self.compression_level, progress=self._progress)
         # Arrow's allocator keeps freed blocks for reuse; hand them back after each part, or an
         # export's RSS stays well above what it holds at any moment
         pa.default_memory_pool().release_unused()
-        self._progress(0, sink.size - reported)
         return records
 
     def _remove_orphans(self, keep: set[str]) -> None:

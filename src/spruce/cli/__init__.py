@@ -81,6 +81,9 @@ app.command("backup", help=_backup.BACKUP_HELP)(_backup.backup)
 app.command("snapshots", help=_backup.SNAPSHOTS_HELP)(_backup.snapshots)
 app.command("forget", help=_backup.FORGET_HELP)(_backup.forget)
 app.command("check", help=_backup.CHECK_HELP)(_backup.check)
+from spruce.cli import key as _key  # noqa: E402
+
+app.add_typer(_key.app, name="key")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import typer
 
 from spruce.cli.common import JSON_HELP, QUIET_HELP, client, console, emit_json, emit_table, fail, launch
+from spruce.cli.key import ENCRYPT_HELP, KEY_FILE_HELP, writing_key
 from spruce.cli.progress import check_completed, follow
 
 BACKUP_HELP = """Back INDEX up into the repository REPO (a folder, or an s3:// gs:// az:// prefix; created
@@ -26,6 +27,11 @@ is a plain archive (a Parquet one is a Pinecone bulk-import source as it is). Ev
 checksummed (sha256) in the manifest, and the manifest is written last: an interrupted
 backup never counts as a snapshot, and never becomes another's parent. Runs from cron or a
 Kubernetes CronJob as it is (exit 0 only when the snapshot committed).
+
+--encrypt encrypts every file of the snapshot (AES-256-GCM, after compression) with --key-file
+FILE or the passphrase in SPRUCE_ARCHIVE_PASSPHRASE, as `spruce export --encrypt` does. An
+incremental snapshot builds only on a parent encrypted with the same key (otherwise it is
+full), so a chain is restored with one key. Pinecone's bulk import cannot read encrypted files.
 """
 
 SNAPSHOTS_HELP = "List the snapshots in REPO, oldest first: id, time, index, type, parent, records, size, tags."
@@ -80,6 +86,8 @@ def backup(
     format: str = typer.Option("jsonl.gz", "--format", "-f", metavar="jsonl.gz|jsonl|parquet",
                                help="Data format of the snapshot's files."),
     tag: list[str] = typer.Option(None, "--tag", help="Tag the snapshot (repeatable); forget --keep-tag keeps it."),
+    encrypt: bool = typer.Option(False, "--encrypt", help=ENCRYPT_HELP),
+    key_file: str = typer.Option(None, "--key-file", help=KEY_FILE_HELP),
     no_wait: bool = typer.Option(False, "--no-wait", help="Start the job and return its id at once."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -88,10 +96,11 @@ def backup(
     from spruce.jobs.backup import start_backup
 
     c = _local(ctx, "backup")
+    key = writing_key(encrypt, key_file)
     t0 = time.perf_counter()
     job_id = launch(c, None, lambda run: start_backup(
         c.engine, index, repo, full=full, format=format, tags=tag or (), storage_options=_storage(repo, endpoint_url),
-        manager=c.jobs, run=run), no_wait=no_wait, as_json=as_json)
+        manager=c.jobs, run=run, encryption_key=key), no_wait=no_wait, as_json=as_json)
     if job_id is None:
         return
     d = follow(c.jobs.describe, c.jobs.cancel, job_id, label=f"backup {index}", done_attr="records_done",
@@ -174,12 +183,15 @@ def forget(
 def check(
     repo: str = typer.Argument(..., help="Repository: folder or storage URI."),
     read_data: bool = typer.Option(False, "--read-data", help="Read every file: sha256 and every record."),
+    key_file: str = typer.Option(None, "--key-file", help="Encrypted snapshots: the key file (or set "
+                                 "SPRUCE_ARCHIVE_PASSPHRASE), to decrypt their records with --read-data."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     endpoint_url: str = ENDPOINT,
 ) -> None:
     from spruce.archive.repository import check_repository
+    from spruce.cli.key import reading_key
 
-    report = check_repository(_repo(repo, endpoint_url), read_data=read_data)
+    report = check_repository(_repo(repo, endpoint_url), read_data=read_data, key=reading_key(key_file))
     if as_json:
         emit_json(report.to_dict())
     else:
@@ -195,14 +207,15 @@ def check(
 
 
 def restore_snapshot(ctx: typer.Context, repo: str, index: str, *, snapshot: str, source_index: str | None,
-                     endpoint_url: str | None, quiet: bool, as_json: bool) -> None:
+                     endpoint_url: str | None, quiet: bool, as_json: bool, key: Any = None) -> None:
     """``spruce restore REPO INDEX [--snapshot ID|latest]``: the snapshot's chain into a new index."""
     from spruce.jobs.chain import start_snapshot_restore
 
     c = _local(ctx, "restore from a repository")
     t0 = time.perf_counter()
     job_id = start_snapshot_restore(c.engine, repo, index, snapshot=snapshot, source_index=source_index,
-                                    storage_options=_storage(repo, endpoint_url), manager=c.jobs, sync=False).id
+                                    storage_options=_storage(repo, endpoint_url), manager=c.jobs, sync=False,
+                                    encryption_key=key).id
     d = follow(c.jobs.describe, c.jobs.cancel, job_id, label=f"restore {index}", done_attr="records_done",
                bytes_attr="bytes_done", quiet=quiet or as_json)
     if as_json:

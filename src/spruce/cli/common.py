@@ -32,7 +32,7 @@ class GlobalOptions:
 
 #: The Python spellings that lower layers put in messages, and the flag a CLI user types instead.
 _CLI_WORDS = (
-    (re.compile(r"\s*\((?:allow_metric_change|overwrite|supersede)=True\)"), ""),
+    (re.compile(r"\s*\((?:allow_empty|allow_metric_change|overwrite|supersede)=True\)"), ""),
     (re.compile(r"pass (\w+)=True \((--[\w-]+)\)"), r"pass \2"),
     (re.compile(r"\b(overwrite|supersede|allow_metric_change|allow_remote)=True\b"),
      lambda m: "--" + m.group(1).replace("_", "-")),

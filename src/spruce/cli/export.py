@@ -16,6 +16,7 @@ from spruce.cli.common import (
     launch,
     parse_json_option,
 )
+from spruce.cli.key import ENCRYPT_HELP, KEY_FILE_HELP, writing_key
 from spruce.cli.progress import check_completed, follow
 
 HELP = """Export INDEX to DEST (a folder, file:// URI, or s3:// gs:// az:// URI).
@@ -32,6 +33,13 @@ A remote index cannot be frozen: the manifest says consistency "live", and the
 export commits only if each namespace's count equals describe_index_stats at the
 end and every listed id was fetched. --verify-after lists every id once more and
 commits only if that listing matches the archive exactly.
+
+--encrypt encrypts every data file with AES-256-GCM (after compression) before it leaves
+this process, with the key in --key-file FILE (`spruce key generate FILE`) or the passphrase in
+SPRUCE_ARCHIVE_PASSPHRASE; never a key on the command line. The manifest stays plaintext and
+names only the key's fingerprint, so `spruce verify` checks every file without the key.
+Pinecone's bulk import cannot read encrypted Parquet: restore an encrypted archive with spruce
+(which decrypts), not with `--to pinecone --bulk-import`.
 """
 
 
@@ -58,9 +66,14 @@ def export(
                                       "URL (default Pinecone's own, https://api.pinecone.io)."),
     verify_after: bool = typer.Option(False, "--verify-after", help="With --from pinecone: list every id again "
                                       "at the end; commit only if it matches the archive."),
+    encrypt: bool = typer.Option(False, "--encrypt", help=ENCRYPT_HELP),
+    key_file: str = typer.Option(None, "--key-file", help=KEY_FILE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
+    if (encrypt or key_file) and (source == "pinecone" or _connector(index)):
+        raise typer.BadParameter("encrypted exports are of this data folder's indexes (not --from pinecone or "
+                                 "another engine's collection)", param_hint="--encrypt")
     if source == "pinecone":
         if filter or compression_level is not None or part_size_mb:
             raise typer.BadParameter("--filter, --compression-level and --part-size-mb are not "
@@ -83,6 +96,7 @@ def export(
     if compression_level is not None and format != "jsonl.gz":
         raise typer.BadParameter(f"applies to --format jsonl.gz only, not {format}", param_hint="--compression-level")
     c = client(ctx)
+    key = writing_key(encrypt, key_file, remote=getattr(c, "remote", False))
     storage = {"endpoint_url": endpoint_url} if endpoint_url and dest.startswith("s3://") else None
     t0 = time.perf_counter()
     options = dict(format=format, namespaces=namespace or None, filter=parse_json_option(filter, "--filter"),
@@ -91,7 +105,7 @@ def export(
     job_id = launch(  # with --host, DEST is sent as given and resolved by the server
         c, lambda: c.Index(index).export_index(dest, sync=False, **options).export_id,
         lambda run: jobs.start_export(c.engine, index, dest, storage_options=storage, sync=False,
-                                      manager=c.jobs, run=run, **options),
+                                      manager=c.jobs, run=run, encryption_key=key, **options),
         no_wait=no_wait, as_json=as_json)
     if job_id is None:
         return
@@ -106,6 +120,8 @@ def export(
     console.print(f"exported [bold]{d.records_exported:,}[/] records, {d.bytes_written / 1e6:,.1f} MB "
                   f"in {secs:.1f}s ({d.records_exported / max(secs, 1e-9):,.0f} records/s) to {d.uri}")
     console.print(f"export id {d.export_id}; download: {d.download_url}")
+    if key is not None:
+        console.print(f"encrypted ({key!r}); restoring it needs the same key", highlight=False)
 
 
 def _connector(spec: str) -> bool:

@@ -6,7 +6,7 @@ a job, so a job never fails for a reason that was knowable when it started.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from spruce import models
@@ -54,9 +54,17 @@ def start_export(engine: Engine, index: str, storage_path: str, *, format: str =
                  compression_level: int | None = None, part_max_bytes: int | None = None,
                  part_max_records: int | None = None, overwrite: bool = False,
                  storage_options: Mapping[str, Any] | None = None, link_expiry_seconds: int | None = None,
-                 sync: bool = False, manager: JobManager | None = None, run: bool = True) -> JobState:
-    """Start an export of one exact snapshot of ``index`` to ``storage_path``."""
+                 sync: bool = False, manager: JobManager | None = None, run: bool = True,
+                 encryption_key: Any = None) -> JobState:
+    """Start an export of one exact snapshot of ``index`` to ``storage_path``.
+
+    ``encryption_key`` (spruce.archive.ArchiveKey, from a key file or a passphrase) encrypts every
+    data file; the key stays in this process's memory, the job's state records only where it
+    comes from (spruce.jobs.encryption)."""
+    from spruce.jobs.encryption import encryption_options
+
     engine.index(index)  # NotFound now, not as a failed job
+    encryption = encryption_options(encryption_key, writing=True)
     _choice("format", format, FORMATS)
     if namespaces is not None:
         if isinstance(namespaces, str):
@@ -90,9 +98,9 @@ def start_export(engine: Engine, index: str, storage_path: str, *, format: str =
             "compression_level": compression_level, "part_max_bytes": part_max_bytes,
             "part_max_records": part_max_records, "overwrite": overwrite,
             "storage": storage, "link_expiry_seconds": link_expiry_seconds,
-        },
+        } | ({"encryption": encryption} if encryption else {}),  # absent when off: older jobs stay "the same command"
     )
-    return (manager or jobs_for(engine)).submit(state, sync=sync, run=run, secrets=secrets)
+    return (manager or jobs_for(engine)).submit(state, sync=sync, run=run, secrets=secrets, key=encryption_key)
 
 
 def _check_local_destination(store: Any) -> None:
@@ -119,19 +127,30 @@ def start_import(engine: Engine, index: str, uri: str, *, on_conflict: str = "ov
                  namespace: str | None = None, dimension: int | None = None, metric: str | None = None,
                  vector_type: str | None = None, storage_options: Mapping[str, Any] | None = None,
                  sync: bool = True, manager: JobManager | None = None, run: bool = True,
-                 supersede: bool = False, allow_metric_change: bool = False) -> JobState:
+                 supersede: bool = False, allow_metric_change: bool = False,
+                 namespaces: Sequence[str] | None = None, ids: Iterable[str] | None = None,
+                 filter: Mapping[str, Any] | None = None, allow_empty: bool = False,
+                 dry_run: bool = False, encryption_key: Any = None) -> JobState:
     """Start a restore of an archive, or of a user's plain JSONL/Parquet files, into ``index``.
 
     One job writes an index at a time: while another restore into ``index`` is running or
     interrupted this raises JobConflict, unless ``supersede`` cancels that one first. The same
     restore run again (same source, target and options) resumes its interrupted job instead.
+
+    ``namespace`` is where a single plain file (or the files at the top of a plain folder) go.
+    ``namespaces``, ``ids`` and ``filter`` select what is restored (``spruce.jobs.selection``);
+    a selection that matches nothing is an error unless ``allow_empty``. ``dry_run`` reads and
+    verifies as the restore would and writes nothing (``spruce.jobs.dryrun``).
     """
+    from spruce.jobs.selection import IDS_SUFFIX, check_selection, load_selection, save_ids, selection_options
+
     validate_index_name(index)
     _choice("on_conflict", on_conflict, ON_CONFLICT)
     _choice("error_mode", error_mode, ERROR_MODES)
     nsmap = {}
     for old, new in (namespace_map or {}).items():
         nsmap[normalize_namespace(old)] = normalize_namespace(new)
+    chosen, kept_ids = selection_options(namespaces=namespaces, ids=ids, filter=filter, allow_empty=allow_empty)
     store = open_store(uri, **dict(storage_options or {}))
     storage, secrets = split_storage_options(storage_options)
     options: dict[str, Any] = {
@@ -141,14 +160,37 @@ def start_import(engine: Engine, index: str, uri: str, *, on_conflict: str = "ov
     }
     if allow_metric_change:
         options["allow_metric_change"] = True  # only when set: same_command() still matches older jobs
+    options.update(chosen)  # likewise: only the parts of a selection that were given
+    if dry_run:
+        options["dry_run"] = True
+    from spruce.jobs.encryption import encryption_options
+
+    enc = encryption_options(encryption_key, writing=False)
+    if enc:
+        options["encryption"] = enc  # where the key comes from, never the key
     # a mistake is refused now, not as a failed job (the job checks again when it runs)
     from spruce.archive import open_source
     from spruce.jobs.restore import check_source
 
-    source = open_source(store, namespace=options["namespace"])
-    check_source(source, options, engine.describe_index(index) if engine.has_index(index) else None)
     state = JobState(id=new_job_id("import"), kind="import", index=index, uri=store.uri, options=options)
-    return (manager or jobs_for(engine)).submit(state, sync=sync, run=run, secrets=secrets, supersede=supersede)
+    manager = manager or jobs_for(engine)
+    path = manager.store.side_file(state.id, IDS_SUFFIX)
+    if kept_ids is not None:
+        save_ids(path, kept_ids)
+    try:
+        source = open_source(store, namespace=options["namespace"], key=encryption_key)
+        source.require_key()  # an encrypted archive without its key: one line, no job
+        state.notes.extend(check_selection(source, options, load_selection(state, path)))
+        check_source(source, options, engine.describe_index(index) if engine.has_index(index) else None)
+        out = manager.submit(state, sync=sync, run=run, secrets=secrets, supersede=supersede, key=encryption_key)
+    except BaseException:
+        if manager.store.side_file(state.id, ".json").exists():
+            raise  # the job was recorded (and failed as a job): it keeps its ids
+        path.unlink(missing_ok=True)
+        raise
+    if out.id != state.id:
+        path.unlink(missing_ok=True)  # the same command's interrupted job was resumed: it has its own
+    return out
 
 
 def export_description(s: JobState) -> models.ExportDescription:
@@ -171,4 +213,5 @@ def import_description(s: JobState) -> models.ImportDescription:
         started_at=s.started_at, finished_at=s.finished_at, error=s.error, rejects_path=s.rejects_path,
         notes=list(s.notes), records_skipped=s.records_skipped, records_kept_newer=s.records_kept_newer,
         attempts=s.attempts, resumed_at=list(s.resumed_at), reason=s.reason,
+        records_skipped_by_selection=s.records_skipped_by_selection, dry_run_report=s.dry_run_report,
     )

@@ -17,9 +17,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from spruce.archive import ArchiveReader, ArchiveWriter
+from spruce.archive.keys import same_key
 from spruce.archive.manifest import FORMATS, MANIFEST_NAME
 from spruce.archive.repository import Repository, SnapshotInfo, new_snapshot_id
 from spruce.errors import ChainBroken, InvalidArgument, SpruceError
+from spruce.jobs.encryption import job_key
 from spruce.jobs.export import _publish_links, discard_output
 from spruce.jobs.manager import JobContext, JobManager
 from spruce.jobs.prefetch import Prefetch
@@ -32,14 +34,17 @@ TAG_CHARS = "A-Za-z0-9_.:=-"
 def start_backup(engine: Any, index: str, repository: str, *, full: bool = False, format: str = "jsonl.gz",
                  tags: Sequence[str] = (), storage_options: dict[str, Any] | None = None,
                  link_expiry_seconds: int | None = None, sync: bool = False,
-                 manager: JobManager | None = None, run: bool = True) -> JobState:
-    """Start a backup of ``index`` into ``repository`` (created when missing)."""
+                 manager: JobManager | None = None, run: bool = True, encryption_key: Any = None) -> JobState:
+    """Start a backup of ``index`` into ``repository`` (created when missing); ``encryption_key``
+    (spruce.archive.ArchiveKey) encrypts the snapshot, as for ``start_export``."""
     import re
 
     from spruce.jobs.api import jobs_for, split_storage_options
+    from spruce.jobs.encryption import encryption_options
     from spruce.jobs.state import new_job_id
 
     engine.index(index)  # NotFound now, not as a failed job
+    encryption = encryption_options(encryption_key, writing=True)
     if format not in FORMATS:
         raise InvalidArgument(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
     if isinstance(tags, str):
@@ -54,8 +59,8 @@ def start_backup(engine: Any, index: str, repository: str, *, full: bool = False
     state = JobState(id=new_job_id("backup"), kind="backup", index=index, uri=store.uri, options={
         "full": bool(full), "format": format, "tags": list(dict.fromkeys(tags)), "storage": storage,
         "snapshot_id": new_snapshot_id(), "link_expiry_seconds": link_expiry_seconds,
-    })
-    return (manager or jobs_for(engine)).submit(state, sync=sync, run=run, secrets=secrets)
+    } | ({"encryption": encryption} if encryption else {}))
+    return (manager or jobs_for(engine)).submit(state, sync=sync, run=run, secrets=secrets, key=encryption_key)
 
 
 def run_backup(ctx: JobContext) -> None:
@@ -101,7 +106,13 @@ def _run(ctx: JobContext, repo: Repository, store: Any) -> None:
         return  # committed before the job could record it
     index = ctx.engine.index(s.index)
     index.start_tracking(repo.id)  # before the snapshot: every later deletion leaves a tombstone
+    key = job_key(ctx)
     parent, why = (None, "--full asked for a full snapshot") if opts.get("full") else _parent(ctx, repo, index.uid)
+    if parent is not None and not same_key(parent.manifest, key):
+        # one chain, one key: a restore of the chain then needs just the key it was given
+        was = "not encrypted" if parent.manifest.encryption is None else "encrypted with another key"
+        is_ = "this one is encrypted" if key is not None else "this one is not encrypted"
+        parent, why = None, f"the newest snapshot {parent.id} is {was} and {is_}: a full snapshot"
     with index.snapshot() as snap:
         since = None
         if parent is not None:
@@ -124,7 +135,7 @@ def _run(ctx: JobContext, repo: Repository, store: Any) -> None:
         def on_progress(records: int, nbytes: int) -> None:
             ctx.progress(records=records, bytes=nbytes)
 
-        writer = ArchiveWriter(store, format=opts.get("format", "jsonl.gz"), on_progress=on_progress)
+        writer = ArchiveWriter(store, format=opts.get("format", "jsonl.gz"), on_progress=on_progress, key=key)
         writer.begin()
         try:
             schemas = snap.schemas()

@@ -30,6 +30,7 @@ from spruce.errors import (
     SpruceError,
     ValidationError,
 )
+from spruce.jobs.encryption import encryption_options, job_key
 from spruce.jobs.manager import JobContext, JobManager
 from spruce.jobs.restore import _apply, _own_seqs, _remove_created, _restore_namespaces, _target_index
 from spruce.jobs.state import JobState
@@ -39,7 +40,8 @@ from spruce.storage import open_store
 
 def start_snapshot_restore(engine: Any, repository: str, index: str, *, snapshot: str = "latest",
                            source_index: str | None = None, storage_options: dict[str, Any] | None = None,
-                           sync: bool = True, manager: JobManager | None = None) -> JobState:
+                           sync: bool = True, manager: JobManager | None = None,
+                           encryption_key: Any = None) -> JobState:
     """Restore snapshot ``snapshot`` (an id, a unique prefix, or ``latest``) of ``repository``
     into ``index``, which must be new or empty. The chain is resolved now: a missing parent
     fails here, before any job."""
@@ -53,11 +55,15 @@ def start_snapshot_restore(engine: Any, repository: str, index: str, *, snapshot
     target = repo.resolve(snapshot, index=source_index)
     chain = repo.chain(target, snaps)
     _refuse_nonempty(engine, index)
+    for snap in chain:  # an encrypted chain without its key (or with another) fails now, no job
+        open_source(repo.snapshot_store(snap.id), key=encryption_key).require_key()
     storage, secrets = split_storage_options(storage_options)
-    state = JobState(id=new_job_id("import"), kind="restore", index=index, uri=store.uri, options={
-        "snapshot_id": target.id, "chain": [x.id for x in chain], "storage": storage,
-    })
-    return (manager or jobs_for(engine)).submit(state, sync=sync, secrets=secrets)
+    options: dict[str, Any] = {"snapshot_id": target.id, "chain": [x.id for x in chain], "storage": storage}
+    enc = encryption_options(encryption_key, writing=False)
+    if enc:
+        options["encryption"] = enc
+    state = JobState(id=new_job_id("import"), kind="restore", index=index, uri=store.uri, options=options)
+    return (manager or jobs_for(engine)).submit(state, sync=sync, secrets=secrets, key=encryption_key)
 
 
 def _refuse_nonempty(engine: Any, index: str) -> None:
@@ -108,7 +114,10 @@ def run_snapshot_restore(ctx: JobContext) -> None:
         raise ChainBroken(f"{s.uri}: snapshot(s) {', '.join(missing)} of the chain are gone (forgotten since the "
                           "job started?); nothing more is restored")
     chain = [snaps[sid] for sid in s.options["chain"]]
-    sources = [open_source(repo.snapshot_store(x.id)) for x in chain]
+    key = job_key(ctx)
+    sources = [open_source(repo.snapshot_store(x.id), key=key) for x in chain]
+    for source in sources:
+        source.require_key()
     if not ctx.engine.has_index(s.index):
         s.options["created_index"] = True
     check = None
@@ -121,7 +130,7 @@ def run_snapshot_restore(ctx: JobContext) -> None:
         _account(ctx, chain, done)
         for k, (snap, source) in enumerate(zip(chain, sources, strict=True)):
             if k:
-                _apply_deletions(ctx, index, snap, k, check)
+                _apply_deletions(ctx, index, snap, k, check, source.cipher)
             # every commit waits for the checks (a no-op once they passed)
             _apply(ctx, source, index, {}, "overwrite", "abort", check, part=f"{k}:", account=False)
         _restore_namespaces(ctx, sources[-1], index, {})
@@ -143,7 +152,8 @@ def _checks(chain: list[SnapshotInfo], sources: list[Any], done: dict[str, Any],
         store = source.store
         for t in snap.manifest.tombstone_files:
             if not done.get(f"import:{job}:{k}:deletions"):
-                out.append((f"{store.uri.rstrip('/')}/{t.path}", lambda store=store, t=t: read_tombstones(store, t)))
+                out.append((f"{store.uri.rstrip('/')}/{t.path}",
+                            lambda store=store, t=t, c=source.cipher: read_tombstones(store, t, cipher=c)))
         for i, entry in enumerate(source.files):
             if done.get(f"import:{job}:{k}:file:{i}"):
                 continue
@@ -165,7 +175,8 @@ def _account(ctx: JobContext, chain: list[SnapshotInfo], done: dict[str, Any]) -
     ctx.save()
 
 
-def _apply_deletions(ctx: JobContext, index: Any, snap: SnapshotInfo, k: int, check: _ChainCheck | None) -> None:
+def _apply_deletions(ctx: JobContext, index: Any, snap: SnapshotInfo, k: int, check: _ChainCheck | None,
+                     cipher: Any = None) -> None:
     """An incremental's deletions, in one transaction with its marker: deleted namespaces,
     reset namespaces, then tombstones. Only the job's own records (or older) are deleted."""
     s = ctx.state
@@ -185,7 +196,7 @@ def _apply_deletions(ctx: JobContext, index: Any, snap: SnapshotInfo, k: int, ch
             if ns.reset:
                 deleted += tx.delete(ns.name, None, protect=protect)
             elif ns.tombstones is not None:
-                deleted += tx.delete(ns.name, read_tombstones(store, ns.tombstones), protect=protect)
+                deleted += tx.delete(ns.name, read_tombstones(store, ns.tombstones, cipher=cipher), protect=protect)
         tx.set_marker(key, {"seq": tx.seq, "deleted": deleted})
     ctx.check_cancel()
 

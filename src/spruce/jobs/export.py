@@ -25,6 +25,7 @@ from spruce.errors import (
     NotFound,
     SpruceError,
 )
+from spruce.jobs.encryption import job_key
 from spruce.jobs.manager import JobContext
 from spruce.jobs.prefetch import Prefetch
 from spruce.records import normalize_namespace
@@ -114,6 +115,7 @@ def _run(ctx: JobContext, store: Any) -> None:
         s.records_done = s.bytes_done = s.files_done = 0
         ctx.save()
         filt = opts.get("filter")
+        key = job_key(ctx)  # None unless the export encrypts
 
         def on_progress(records: int, nbytes: int) -> None:
             ctx.progress(records=records, bytes=nbytes)
@@ -124,6 +126,7 @@ def _run(ctx: JobContext, store: Any) -> None:
             format=opts.get("format", "jsonl.gz"),
             compression_level=opts.get("compression_level"),
             on_progress=on_progress,
+            key=key,
             **sizes,
         )
         writer.begin()

@@ -123,7 +123,7 @@ class JobContext:
             raise JobCancelled(f"job {self.state.id} was cancelled")
 
     def progress(self, *, records: int = 0, bytes: int = 0, rejected: int = 0, files: int = 0,
-                 skipped: int = 0, kept_newer: int = 0, force: bool = False) -> None:
+                 skipped: int = 0, kept_newer: int = 0, not_selected: int = 0, force: bool = False) -> None:
         with self._lock:
             s = self.state
             s.records_done += records
@@ -131,9 +131,10 @@ class JobContext:
             s.records_rejected += rejected
             s.records_skipped += skipped
             s.records_kept_newer += kept_newer
+            s.records_skipped_by_selection += not_selected
             s.files_done += files
             if s.records_total:
-                seen = s.records_done + s.records_skipped + s.records_kept_newer
+                seen = s.records_done + s.records_skipped + s.records_kept_newer + s.records_skipped_by_selection
                 s.percent_complete = min(99.99, 100.0 * seen / s.records_total)
             elif s.files_total:
                 s.percent_complete = min(99.99, 100.0 * s.files_done / s.files_total)
@@ -151,7 +152,8 @@ class JobContext:
         the state's texts: the one place all job kinds pass before their state is stored."""
         from spruce.storage.secrets import scrub, secret_values
 
-        s, secrets = self.state, secret_values(self.storage_options())
+        key = self.manager.keys.get(self.state.id)  # an archive key: its passphrase is scrubbed too
+        s, secrets = self.state, secret_values(self.storage_options()) + (key.secret_texts() if key else [])
         s.error = scrub(s.error, secrets)
         s.reason = scrub(s.reason, secrets)
         s.notes = [scrub(n, secrets) or "" for n in s.notes]
@@ -171,6 +173,8 @@ class JobManager:
         self._threads: dict[str, threading.Thread] = {}
         self._mutex = threading.Lock()
         self.secrets: dict[str, dict[str, Any]] = {}
+        #: archive keys (spruce.archive.keys.ArchiveKey) per job id: like ``secrets``, memory only
+        self.keys: dict[str, Any] = {}
         self._claim = threading.Lock()  # submit: checking for a conflicting job and saving are one step
         self.closed = False
 
@@ -203,14 +207,15 @@ class JobManager:
 
     # -- lifecycle ------------------------------------------------------------
 
-    def submit(self, state: JobState, *, sync: bool, run: bool = True,
-               secrets: dict[str, Any] | None = None, supersede: bool = False) -> JobState:
+    def submit(self, state: JobState, *, sync: bool, run: bool = True, secrets: dict[str, Any] | None = None,
+               supersede: bool = False, key: Any = None) -> JobState:
         """Persist a new job and run it (in this thread when sync; not at all when not run,
         for a detached worker process to pick up with ``resume``).
 
         The same command re-run adopts its interrupted job and resumes it instead (unless
         that job is Superseded). A job that writes an index is refused while another job
         writes it, running or interrupted (JobConflict), unless ``supersede`` cancels that one.
+        ``secrets`` (storage credentials) and ``key`` (an archive key) stay in this process's memory.
         """
         self._check_open()
         with self._claim:
@@ -218,11 +223,14 @@ class JobManager:
             if adopted is not None:
                 if secrets:
                     self.secrets[adopted.id] = dict(secrets)
+                if key is not None:
+                    self.keys[adopted.id] = key
                 adopted.notes.append(f"{now()}: the same command was run again: resuming this job")
                 self.store.save(adopted)
-            if adopted is None and state.kind in WRITER_KINDS:
+            if adopted is None and state.kind in WRITER_KINDS and not state.options.get("dry_run"):
+                # a dry run writes nothing: it neither waits for a writer nor makes one wait
                 others = [o for o in self.list() if o.kind in WRITER_KINDS and o.index == state.index
-                          and not o.terminal and o.id != state.id]
+                          and not o.terminal and o.id != state.id and not o.options.get("dry_run")]
                 if others and not supersede:
                     o = others[0]
                     running = "running" if self.is_active(o.id) else o.status.lower()
@@ -237,6 +245,8 @@ class JobManager:
             if adopted is None:
                 if secrets:
                     self.secrets[state.id] = dict(secrets)
+                if key is not None:
+                    self.keys[state.id] = key
                 self.store.save(state)
         if adopted is not None:
             return self.resume(adopted.id, sync=sync) if run else adopted

@@ -4,6 +4,10 @@ Each file is applied in one engine transaction that also records a marker
 "file N done". A file whose checksum, count or records turn out bad is
 rolled back whole, and a resumed job skips exactly the files whose markers
 committed, so re-running is idempotent.
+
+With a selection (``spruce.jobs.selection``) a file that selected nothing commits nothing (the
+job's state remembers it), so a selection that matched nothing wrote nothing. Dry runs:
+``spruce.jobs.dryrun``.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from spruce.errors import (
     SpruceError,
     ValidationError,
 )
+from spruce.jobs.encryption import job_key
 from spruce.jobs.manager import JobContext
 from spruce.jobs.prefetch import Prefetch
+from spruce.jobs.selection import IDS_SUFFIX, Selection, check_selection, load_selection
 from spruce.records import DEFAULT_NAMESPACE_ALIAS, normalize_namespace
 from spruce.storage import open_store
 
@@ -36,20 +42,29 @@ ON_CONFLICT = ("overwrite", "skip", "fail")
 def run_import(ctx: JobContext) -> None:
     s = ctx.state
     opts = s.options
+    if opts.get("dry_run"):
+        from spruce.jobs.dryrun import run_dry_run
+
+        run_dry_run(ctx)
+        return
     on_conflict = opts.get("on_conflict", "overwrite")
     error_mode = opts.get("error_mode", "abort")
     store = open_store(s.uri, **ctx.storage_options())
-    source = open_source(store, namespace=normalize_namespace(opts.get("namespace")))
+    source = open_source(store, namespace=normalize_namespace(opts.get("namespace")), key=job_key(ctx))
+    source.require_key()
     nsmap = {normalize_namespace(k): normalize_namespace(v) for k, v in (opts.get("namespace_map") or {}).items()}
+    selection = load_selection(s, ids_path(ctx))
+    check_selection(source, opts, selection)
     preflight = None
     if source.kind == "archive" and error_mode == "abort":
-        preflight = _Preflight(ctx, source, ctx.engine.index(s.index) if ctx.engine.has_index(s.index) else None)
+        preflight = _Preflight(ctx, source, ctx.engine.index(s.index) if ctx.engine.has_index(s.index) else None,
+                               selection)
     try:
         if not ctx.engine.has_index(s.index):
             opts["created_index"] = True  # persisted, so a resumed attempt still knows
         index = _target_index(ctx, source)
-        _apply(ctx, source, index, nsmap, on_conflict, error_mode, preflight)
-        _restore_namespaces(ctx, source, index, nsmap)  # empty namespaces and schemas, after the records
+        _apply(ctx, source, index, nsmap, on_conflict, error_mode, preflight, selection=selection)
+        _restore_namespaces(ctx, source, index, nsmap, selection=selection)  # empty ones, schemas: after
         index.mark_ready(s.id)  # an index this job created was Initializing until now
     except (JobCancelled, SpruceError, ValidationError) as exc:
         # A cancelled or failed restore leaves the target as it found it when it created the
@@ -60,6 +75,11 @@ def run_import(ctx: JobContext) -> None:
     finally:
         if preflight is not None:
             preflight.close()
+
+
+def ids_path(ctx: JobContext) -> Any:
+    """Where a selective restore keeps its ids (see spruce.jobs.selection)."""
+    return ctx.manager.store.side_file(ctx.state.id, IDS_SUFFIX)
 
 
 def _remove_created(engine: Any, s: Any, what: str) -> list[str]:
@@ -101,9 +121,11 @@ class _Preflight:
     reported.
     """
 
-    def __init__(self, ctx: JobContext, source: Any, index: Any) -> None:
+    def __init__(self, ctx: JobContext, source: Any, index: Any, selection: Selection | None = None) -> None:
+        done = ctx.state.checkpoint | (index.markers(f"import:{ctx.state.id}:file:") if index is not None else {})
         todo = [entry for i, entry in enumerate(source.files)
-                if index is None or not index.get_marker(f"import:{ctx.state.id}:file:{i}")]
+                if (selection is None or selection.wants(entry.namespace))
+                and f"import:{ctx.state.id}:file:{i}" not in done]
         self._source = source
         self._todo = todo[1:]
 
@@ -131,26 +153,36 @@ class _Preflight:
         self._pool.shutdown(wait=True)
 
 
+class _NothingSelected(Exception):
+    """A selective restore's file in which no record was selected: its transaction rolls back."""
+
+
 def _apply(ctx: JobContext, source: Any, index: Any, nsmap: dict[str, str], on_conflict: str,
-           error_mode: str, preflight: Any = None, *, part: str = "", account: bool = True) -> None:
+           error_mode: str, preflight: Any = None, *, part: str = "", account: bool = True,
+           selection: Selection | None = None) -> None:
     """Apply every file not yet marked done. ``part`` keeps the markers of one archive of
     several apart (a snapshot chain: one per snapshot); ``account=False`` leaves the job's
-    totals to the caller, which counts the whole chain."""
+    totals to the caller, which counts the whole chain. ``selection``: only its namespaces'
+    files are read, and only its records applied."""
     s = ctx.state
     cfg = index.config
     entries = list(source.files)
     prefix = f"import:{s.id}:{part}"
+    wanted = [selection is None or selection.wants(e.namespace) for e in entries]
 
     markers = index.markers(prefix)
-    done = {i: markers.get(f"{prefix}file:{i}") for i in range(len(entries))}
+    done = {i: markers.get(f"{prefix}file:{i}") or s.checkpoint.get(f"{prefix}file:{i}") for i in range(len(entries))}
     if account:
-        s.files_total = len(entries)
+        s.files_total = sum(wanted)
         known = [e.records for e in entries]
         s.records_total = sum(known) if all(n is not None for n in known) else None
         s.records_done = sum(m["records"] for m in done.values() if m)
         s.records_rejected = sum(m["rejected"] for m in done.values() if m)
         s.records_skipped = sum(m.get("skipped_records", 0) for m in done.values() if m)
         s.records_kept_newer = sum(m.get("kept_newer", 0) for m in done.values() if m)
+        # records of namespaces not selected count as left out (when the manifest says how many)
+        s.records_skipped_by_selection = (sum(m.get("not_selected", 0) for m in done.values() if m)
+                                          + sum(e.records or 0 for e, w in zip(entries, wanted, strict=True) if not w))
         s.files_done = sum(1 for m in done.values() if m)
         s.bytes_done = sum(_file_bytes(source.store, entries[i]) for i, m in done.items() if m)
     if s.target_seq is None:
@@ -161,13 +193,16 @@ def _apply(ctx: JobContext, source: Any, index: Any, nsmap: dict[str, str], on_c
     protect = (s.target_seq, own_seqs) if on_conflict in ("overwrite", "fail") else None
 
     if on_conflict == "fail" and not markers.get(prefix + "precheck"):
-        _precheck_conflicts(ctx, source, entries, nsmap, index)
-        with index.transaction() as tx:
-            tx.set_marker(prefix + "precheck", {"seq": tx.seq})
-        own_seqs.append(tx.seq)
+        matched = _precheck_conflicts(ctx, source, entries, nsmap, index, selection)
+        if selection is not None and not matched and not selection.allow_empty:
+            raise selection.empty_error()
+        if selection is None or matched:  # nothing selected: nothing to commit
+            with index.transaction() as tx:
+                tx.set_marker(prefix + "precheck", {"seq": tx.seq})
+            own_seqs.append(tx.seq)
 
     rejects_path = ctx.manager.store.side_file(s.id, ".rejects.jsonl")
-    todo = [i for i in range(len(entries)) if not done[i]]
+    todo = [i for i in range(len(entries)) if not done[i] and wanted[i]]
 
     def start(i: int) -> tuple[Prefetch, list[dict[str, Any]]]:
         """Read file i in a thread, a few batches ahead (decoding overlaps the engine's writes)."""
@@ -193,37 +228,45 @@ def _apply(ctx: JobContext, source: Any, index: Any, nsmap: dict[str, str], on_c
             target_ns = nsmap.get(entry.namespace, entry.namespace)
             reader, rejects = upcoming or start(i)
             upcoming = None
-            applied = skipped = left = kept = 0
+            applied = skipped = left = kept = out = 0
             try:
                 with index.transaction() as tx:
                     for batch in reader:
                         ctx.check_cancel()
+                        n_out = 0
+                        if selection is not None:
+                            batch, n_out = selection.apply(batch)
+                            out += n_out
                         n = tx.upsert(target_ns, batch,
                                       on_conflict="overwrite" if on_conflict == "fail" else on_conflict,
                                       validate=False,  # the reader validated against this index's shape
-                                      protect=protect)
+                                      protect=protect) if len(batch) else 0
                         applied += n
                         if on_conflict == "skip":
                             left += len(batch) - n
                         else:
                             kept += len(batch) - n
                         ctx.progress(records=n, skipped=len(batch) - n if on_conflict == "skip" else 0,
-                                     kept_newer=0 if on_conflict == "skip" else len(batch) - n)
+                                     kept_newer=0 if on_conflict == "skip" else len(batch) - n, not_selected=n_out)
                         if upcoming is None and k + 1 < len(todo) and reader.finished.is_set():
                             # this file is all read: reading the next one (hash, first row group)
                             # overlaps the tail of this one's writes and its commit
                             upcoming = start(todo[k + 1])
                     if upcoming is None and k + 1 < len(todo):
                         upcoming = start(todo[k + 1])  # the next file's reading overlaps this commit
+                    if selection is not None and not applied + left + kept:
+                        raise _NothingSelected  # rolls back: a file that selected nothing writes nothing
                     if preflight is not None:
                         preflight.wait()  # no commit before every other file checked out
                         preflight = None
                     tx.set_marker(f"{prefix}file:{i}", {"records": applied, "rejected": len(rejects),
                                                         "skipped_records": left, "kept_newer": kept,
-                                                        "seq": tx.seq})
+                                                        "not_selected": out, "seq": tx.seq})
                 own_seqs.append(tx.seq)
+            except _NothingSelected:
+                s.checkpoint[f"{prefix}file:{i}"] = {"records": 0, "rejected": len(rejects), "not_selected": out}
             except (IntegrityError, ValidationError) as exc:
-                ctx.progress(records=-applied, skipped=-left, kept_newer=-kept)
+                ctx.progress(records=-applied, skipped=-left, kept_newer=-kept, not_selected=-out)
                 if getattr(exc, "refused_whole", False):
                     raise  # the preflight's verdict on another file: it names that file
                 where = _where(source, entry)
@@ -239,12 +282,15 @@ def _apply(ctx: JobContext, source: Any, index: Any, nsmap: dict[str, str], on_c
                 note = f"{_with_file(str(exc), entry.path, where)}: the whole file was skipped (error mode continue)"
                 if note not in s.notes:
                     s.notes.append(note)
-                with index.transaction() as tx:
-                    tx.set_marker(f"{prefix}file:{i}", {"records": 0, "rejected": skipped + 1, "skipped": True,
-                                                        "seq": tx.seq})
-                own_seqs.append(tx.seq)
+                mark = {"records": 0, "rejected": skipped + 1, "skipped": True}
+                if selection is not None:  # a selective restore commits only files that wrote records
+                    s.checkpoint[f"{prefix}file:{i}"] = mark
+                else:
+                    with index.transaction() as tx:
+                        tx.set_marker(f"{prefix}file:{i}", {**mark, "seq": tx.seq})
+                    own_seqs.append(tx.seq)
             except BaseException:
-                ctx.progress(records=-applied, skipped=-left, kept_newer=-kept)
+                ctx.progress(records=-applied, skipped=-left, kept_newer=-kept, not_selected=-out)
                 raise
             finally:
                 reader.close()
@@ -258,6 +304,12 @@ def _apply(ctx: JobContext, source: Any, index: Any, nsmap: dict[str, str], on_c
     finally:
         if upcoming is not None:
             upcoming[0].close()
+    if preflight is not None:
+        preflight.wait()  # every file selected nothing, so no commit waited for the verdict
+    if selection is not None and not selection.allow_empty and not any(
+            m.get("records", 0) + m.get("skipped_records", 0) + m.get("kept_newer", 0)
+            for m in index.markers(prefix + "file:").values()):
+        raise selection.empty_error()  # and, since a file commits only when it selected something, none did
 
 
 def _own_seqs(markers: dict[str, Any]) -> list[int]:
@@ -265,7 +317,8 @@ def _own_seqs(markers: dict[str, Any]) -> list[int]:
     return [m["seq"] for m in markers.values() if isinstance(m, dict) and isinstance(m.get("seq"), int)]
 
 
-def _restore_namespaces(ctx: JobContext, source: Any, index: Any, nsmap: dict[str, str]) -> None:
+def _restore_namespaces(ctx: JobContext, source: Any, index: Any, nsmap: dict[str, str], *,
+                        selection: Selection | None = None) -> None:
     """Recreate what records cannot: the archive's empty namespaces, and its metadata schemas.
 
     Runs after every file committed, so a restore that is refused or fails earlier leaves no
@@ -273,13 +326,22 @@ def _restore_namespaces(ctx: JobContext, source: Any, index: Any, nsmap: dict[st
     it, and its sequence number counts as the job's own write (resume_check, _foreign_writes).
     A namespace the target already has keeps its own schema (a note says when the archive's
     differs); one without a schema takes the archive's. Nothing is written when nothing is missing.
+    A selective restore restores the namespaces it selected, or, selecting by ids or filter,
+    those it wrote records into.
     """
     s = ctx.state
     key = f"import:{s.id}:namespaces"
     if source.manifest is None or index.get_marker(key):
         return
+    entries = list(source.manifest.namespaces)
+    if selection is not None and selection.by_records:
+        files = f"import:{s.id}:file:"
+        hit = {source.files[int(k[len(files):])].namespace for k in index.markers(files)}
+        entries = [e for e in entries if e.name in hit]
+    elif selection is not None:
+        entries = [e for e in entries if selection.wants(e.name)]
     wanted: dict[str, dict[str, Any] | None] = {}
-    for entry in source.manifest.namespaces:
+    for entry in entries:
         target = nsmap.get(entry.name, entry.name)
         if wanted.get(target) is None:  # two namespaces mapped into one: the first schema wins
             wanted[target] = entry.schema
@@ -414,21 +476,28 @@ def check_source(source: Any, opts: dict[str, Any], target: Any | None) -> None:
 
 
 def _precheck_conflicts(ctx: JobContext, source: Any, entries: list[Any], nsmap: dict[str, str],
-                        index: Any) -> None:
-    """on_conflict='fail' refuses before applying anything, so nothing is half-applied."""
+                        index: Any, selection: Selection | None = None) -> int:
+    """on_conflict='fail' refuses before applying anything, so nothing is half-applied.
+    Returns how many records were selected."""
     conflicts: list[str] = []
-    total = 0
+    total = matched = 0
     for entry in entries:
+        if selection is not None and not selection.wants(entry.namespace):
+            continue
         target_ns = nsmap.get(entry.namespace, entry.namespace)
         cfg = index.config
         for batch in source.read(entry, dimension=cfg.dimension, vector_type=cfg.vector_type):
             ctx.check_cancel()
-            found = index.existing_ids(target_ns, batch.ids)
+            if selection is not None:
+                batch, _ = selection.apply(batch)
+            matched += len(batch)
+            found = index.existing_ids(target_ns, batch.ids) if len(batch) else []
             total += len(found)
             conflicts.extend(found[: max(0, 5 - len(conflicts))])
     if total:
         raise ConflictError(f"{total} record(s) in the source already exist in index {index.name!r} "
                             f"(on_conflict='fail'), e.g. {', '.join(map(repr, conflicts))}; nothing was applied")
+    return matched
 
 
 __all__ = ["ERROR_MODES", "ON_CONFLICT", "SpruceError", "check_source", "discard", "resume_check", "run_import"]

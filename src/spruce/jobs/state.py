@@ -108,6 +108,10 @@ class JobState:
     #: held a newer write than this job's start (on_conflict overwrite never replaces those).
     records_skipped: int = 0
     records_kept_newer: int = 0
+    #: Imports with a selection (namespaces, ids, filter): records of the source it left out.
+    records_skipped_by_selection: int = 0
+    #: Dry-run imports: what the restore would do, per namespace (see spruce.jobs.dryrun).
+    dry_run_report: dict[str, Any] | None = None
     #: Imports: the target index's write sequence number when the job first started writing.
     #: Records written after it (by anyone but the job) are never overwritten, and a resume is
     #: refused once the index was written after the job's last commit.
@@ -117,6 +121,7 @@ class JobState:
     notes: list[str] = field(default_factory=list)
     #: Copies: per namespace, the source cursor after the last committed page, records copied,
     #: and the target's counts then (a resume compares them: see spruce.sources.copy).
+    #: Selective imports: the files that selected nothing, so committed nothing (spruce.jobs.restore).
     checkpoint: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -154,6 +159,8 @@ class JobState:
             d["recordsRejected"] = self.records_rejected
             d["recordsSkipped"] = self.records_skipped
             d["recordsKeptNewer"] = self.records_kept_newer
+            d["recordsSkippedBySelection"] = self.records_skipped_by_selection
+            d["dryRunReport"] = self.dry_run_report
             d["rejectsPath"] = self.rejects_path
         if self.kind == "export":
             d["snapshotPoint"] = self.snapshot_point

@@ -12,10 +12,15 @@ or a Pinecone-layout Parquet folder, at any storage URI the server may use (see
 object stores with its own credentials.
 
 spruce extensions to the request, all optional: ``onConflict`` (overwrite, skip,
-fail), ``namespaceMap`` ({old: new}), ``namespace`` (for a single plain file),
-``dimension``/``metric``/``vectorType`` and ``createIndex`` (create the index when
-missing, from the archive's manifest; without it a missing index is a 404, as on
-Pinecone). A ``uri`` may also be one of this server's own signed download links of
+fail), ``namespaceMap`` ({old: new}), ``targetNamespace`` (the namespace of a single
+plain file; ``namespace`` is its older spelling), ``dimension``/``metric``/``vectorType``
+and ``createIndex`` (create the index when missing, from the archive's manifest; without
+it a missing index is a 404, as on Pinecone). A selective restore: ``namespaces`` (the
+source's namespaces to restore), ``ids`` (a list of record ids), ``filter`` (a metadata
+filter) and ``allowEmpty`` (a selection that matches nothing completes instead of failing);
+``dryRun: true`` reads and verifies everything and writes nothing: the import's
+``dryRunReport`` then says per namespace what the restore would do (spruce.jobs.dryrun),
+and ``recordsSkippedBySelection`` counts what a selection left out. A ``uri`` may also be one of this server's own signed download links of
 a completed export: it is mapped back to that export's archive.
 
 ``/jobs`` (control plane, an extension) lists, describes and cancels every export
@@ -49,7 +54,8 @@ __all__ = ["build_router", "import_model", "index_name", "job_public", "jobs_rou
 
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 _START = _spellings("uri", "integrationId", "errorMode", "onConflict", "namespaceMap", "namespace", "dimension",
-                    "metric", "vectorType", "createIndex", "supersede", "allowMetricChange")
+                    "metric", "vectorType", "createIndex", "supersede", "allowMetricChange", "targetNamespace",
+                    "namespaces", "ids", "filter", "allowEmpty", "dryRun")
 MAX_PAGE = 100
 
 
@@ -135,6 +141,7 @@ def import_model(state: JobState) -> dict[str, Any]:
         "filesTotal": state.files_total, "spruceStatus": state.status, "reason": state.reason,
         "recordsSkipped": state.records_skipped, "recordsKeptNewer": state.records_kept_newer,
         "attempts": state.attempts, "resumedAt": state.resumed_at or None, "notes": state.notes or None,
+        "recordsSkippedBySelection": state.records_skipped_by_selection, "dryRunReport": state.dry_run_report,
     })
 
 
@@ -191,12 +198,21 @@ def _start_import(request: Request, name: str, raw: bytes) -> str:
     engine = request.app.state.engine
     if not engine.has_index(name) and not f.get("createIndex", bool, False):
         raise NotFound(f"index {name!r} not found (pass createIndex: true to create it from the source)")
+    target, older = f.get("targetNamespace", str), f.get("namespace", str)
+    if target is not None and older is not None and target != older:
+        raise InvalidArgument("targetNamespace and namespace (its older spelling) disagree; pass targetNamespace")
+    namespaces, ids = f.get("namespaces", list), f.get("ids", list)
+    for field, values in (("namespaces", namespaces), ("ids", ids)):
+        if values is not None and not all(isinstance(v, str) for v in values):
+            raise InvalidArgument(f"{field} must be a list of strings")
     state = jobs.start_import(
         engine, name, uri, on_conflict=f.get("onConflict", str, "overwrite"),
         namespace_map=f.get("namespaceMap", dict), error_mode=_error_mode(f.get("errorMode", dict)),
-        namespace=f.get("namespace", str), dimension=f.get("dimension", int), metric=f.get("metric", str),
-        vector_type=f.get("vectorType", str), supersede=f.get("supersede", bool, False),
-        allow_metric_change=f.get("allowMetricChange", bool, False), sync=False,
+        namespace=target if target is not None else older, dimension=f.get("dimension", int),
+        metric=f.get("metric", str), vector_type=f.get("vectorType", str), supersede=f.get("supersede", bool, False),
+        allow_metric_change=f.get("allowMetricChange", bool, False), namespaces=namespaces, ids=ids,
+        filter=f.get("filter", dict), allow_empty=f.get("allowEmpty", bool, False),
+        dry_run=f.get("dryRun", bool, False), sync=False,
         manager=request.app.state.jobs)
     return state.id
 

@@ -16,7 +16,7 @@ from spruce.jobs.manager import register_runner
 from spruce.records import normalize_namespace, validate_index_name
 from spruce.sources.pinecone.common import API_KEY_ENV, FORMATS, _check_common, _now, _Reporter
 from spruce.sources.pinecone.exporter import _export
-from spruce.sources.pinecone.restorer import _import_uri, _restore
+from spruce.sources.pinecone.restorer import _import_uri, _restore, refuse_encrypted_bulk_import
 from spruce.sources.pinecone.sdk import _Sdk
 from spruce.storage import open_store
 
@@ -170,6 +170,7 @@ def start_remote_import(manager: Any, src_uri: str, index_name: str, *, api_key:
     store = open_store(src_uri, **dict(storage_options or {}))
     if bulk_import:
         _import_uri(store)
+        refuse_encrypted_bulk_import(store)
     storage, secrets = split_storage_options(storage_options)
     state = JobState(
         id=new_job_id("import"), kind="remote-import", index=index_name, uri=store.uri,

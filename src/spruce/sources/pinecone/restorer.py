@@ -58,6 +58,19 @@ class RestoreSummary:
     notes: list[str] = field(default_factory=list)
 
 
+def encrypted_bulk_import(uri: str) -> str:
+    return (f"{uri} is encrypted: Pinecone's bulk import reads the Parquet files itself and cannot decrypt "
+            "them; restore without --bulk-import (spruce decrypts and upserts), or export without --encrypt")
+
+
+def refuse_encrypted_bulk_import(store: Any) -> None:
+    """Refused up front: an encrypted archive handed to Pinecone's bulk import (it cannot decrypt)."""
+    from spruce.archive.reader import load_manifest
+
+    if store.exists("manifest.json") and load_manifest(store).encryption is not None:
+        raise InvalidArgument(encrypted_bulk_import(store.uri))
+
+
 def _import_uri(store: Any) -> str:
     uri = str(store.uri).rstrip("/")
     scheme = uri.split("://", 1)[0].lower()
@@ -86,6 +99,8 @@ def _restore(sdk: _Sdk, src_store: Any, index_name: str, reporter: _Reporter, *,
     metric = (manifest.source.get("metric") if manifest else None) or (
         "dotproduct" if vector_type == "sparse" else "cosine")
     if bulk_import:
+        if manifest is not None and manifest.encryption is not None:
+            raise InvalidArgument(encrypted_bulk_import(src_store.uri))
         if manifest is None or manifest.file_format != "parquet":
             raise InvalidArgument("bulk import (start_import) reads Parquet: restore a Parquet archive "
                                   "(spruce export --format parquet), or restore without --bulk-import")
@@ -329,6 +344,7 @@ def restore(src_uri: str, index_name: str, *, api_key: str | None, host: str | N
     store = open_store(src_uri, **dict(storage_options or {}))
     if bulk_import:
         _import_uri(store)  # refuse local paths now
+        refuse_encrypted_bulk_import(store)
     sdk = _Sdk(key, host)
     return _restore(sdk, store, index_name, _Reporter(on_progress), cloud=cloud, region=region,
                     bulk_import=bulk_import, integration_id=integration_id, parallelism=parallelism)
