@@ -120,3 +120,46 @@ def test_the_cli_with_a_passphrase_never_shows_it(client, tmp_path):
         assert not c.has_index("nokey")
     for path in [*Path(tmp_path / "data" / "jobs").iterdir(), *Path(tmp_path).rglob("manifest.json")]:
         assert secret.encode() not in path.read_bytes()
+
+
+@pytest.mark.parametrize("edit", ["none", "middle", "footer", "swap"])
+def test_a_local_parquet_part_is_decrypted_while_decoded_and_held_back_until_it_authenticates(tmp_path, key,
+                                                                                                edit, monkeypatch):
+    """The restore path (hash_alongside): segments open while pyarrow decodes, the footer first;
+    a tampered segment anywhere stops the part before its last batch is handed over."""
+    import spruce.archive.reader as reader
+    from encryption_util import rows
+    from spruce.archive import open_source
+    from spruce.storage import open_store
+    from test_encryption import SEG, write_archive
+
+    calls: list[str] = []
+    real = reader.unseal_local
+    monkeypatch.setattr(reader, "unseal_local", lambda p, f: calls.append(p) or real(p, f))
+    _, data = write_archive(tmp_path / "a", key, "parquet", n=400)
+    source = open_source(open_store(str(tmp_path / "a")), key=key)
+    f = source.files[0]
+    path = tmp_path / "a" / f.path
+    raw = bytearray(path.read_bytes())
+    sealed = SEG + 16
+    n_segments = -(-(len(raw) - 51) // sealed)
+    assert n_segments >= 3
+    if edit == "middle":
+        raw[51 + sealed + 5] ^= 1
+    elif edit == "footer":
+        raw[-20] ^= 1
+    elif edit == "swap":
+        a, b = slice(51, 51 + sealed), slice(51 + sealed, 51 + 2 * sealed)
+        raw[a], raw[b] = raw[b], raw[a]
+    path.write_bytes(bytes(raw))
+    got: list = []
+    if edit == "none":
+        for b in source.read(f, batch_size=20, hash_alongside=True):
+            got.append(b)
+        assert rows(got) == rows([data[""].take(list(range(f.records)))])
+        assert calls == [str(path)]  # this path, not the whole-file decryption
+        return
+    with pytest.raises(ChecksumMismatch, match=f.path):
+        for b in source.read(f, batch_size=20, hash_alongside=True):
+            got.append(b)
+    assert sum(len(b) for b in got) < f.records  # the last batch never came out
