@@ -186,17 +186,6 @@ class SegmentDecryptor:
         self._counter += 1
         self.segments += 1
 
-    def open_segment_into(self, index: int, sealed: Any, out: Any, *, last: bool) -> None:
-        """Open segment number ``index`` (any order: each has its own nonce and tag), after
-        ``start``; the sequence ``open_into`` keeps is left alone."""
-        assert self._aead is not None and self._header is not None
-        try:
-            self._aead.decrypt_into(_nonce(self._prefix, index, last), sealed, self._header, out)
-        except InvalidTag:
-            what = "(the last one stored) " if last else ""
-            raise SegmentAuthError(f"segment {index} {what}fails authentication: the file was changed, cut short "
-                                   "or reordered, or belongs to another archive or path") from None
-
     def _why(self, last: bool) -> str:
         if last:
             return (f"segment {self._counter} (the last one stored) fails authentication: the file was cut "

@@ -28,7 +28,6 @@ from spruce.archive.manifest import MANIFEST_NAME, FileEntry, Manifest, Namespac
 from spruce.archive.naming import PART_PATH_RE
 from spruce.archive.parquet import IMPORT_SCHEMA, schema_matches
 from spruce.archive.streams import READ_CHUNK, AuthFailure, DecodeFailure, ReadPipeline
-from spruce.archive.unsealing import unseal_local
 from spruce.errors import (
     ArchiveIncomplete,
     CorruptRecord,
@@ -196,13 +195,7 @@ def _read_parquet(store: Store, f: SourceFile, asm: Assembler, batch_size: int,
     tmp = None
     alongside: Future[tuple[str, int]] | None = None
     try:
-        unsealed = None
-        if f.cipher is not None and hash_alongside and local is not None and os.path.isfile(local):
-            f.cipher.require()
-            unsealed = unseal_local(local, f)  # decrypted while decoded; the last batch waits for it
-        if unsealed is not None:
-            where, alongside = unsealed
-        elif f.cipher is not None:
+        if f.cipher is not None:
             # decrypted and authenticated whole (Parquet needs random access) before the first record
             f.cipher.require()
             where, tmp = decrypt_whole(_open(store, f), f)
@@ -226,7 +219,7 @@ def _read_parquet(store: Store, f: SourceFile, asm: Assembler, batch_size: int,
         if alongside is None and f.cipher is None:
             _check_bytes(f, sha, size)
         try:
-            pf = pq.ParquetFile(where, memory_map=unsealed is None)
+            pf = pq.ParquetFile(where, memory_map=True)
         except (pa.ArrowException, OSError) as e:
             raise CorruptRecord(f"{f.path}: not a readable Parquet file: {e}") from None
         with pf:
