@@ -86,6 +86,7 @@ class _ChainCheck:
             ctx.check_cancel()
             fn()
 
+        self.covered = frozenset(where for where, _ in checks)
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="spruce-chain-check")
         self._futures: list[tuple[str, Future[None]]] = [(where, self._pool.submit(run, fn)) for where, fn in checks]
 
