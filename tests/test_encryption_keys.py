@@ -24,6 +24,7 @@ from spruce.archive import ArchiveKey, ArchiveReader, generate_key_file, open_so
 from spruce.archive.keys import PASSPHRASE_ENV
 from spruce.errors import InvalidArgument
 from spruce.storage import open_store
+from test_cli_archive import failed  # exit 1, one "error:" line naming the words, no traceback
 
 
 @pytest.fixture
@@ -47,16 +48,6 @@ def run(data: Path, *args: str, env: dict[str, str] | None = None) -> subprocess
     e.update({"COLUMNS": "250", "NO_COLOR": "1", "TERM": "dumb", **(env or {})})
     return subprocess.run([sys.executable, "-m", "spruce", "--data", str(data), *args], capture_output=True,
                           text=True, env=e, timeout=120)
-
-
-def failed(p: subprocess.CompletedProcess, *words: str) -> str:
-    assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
-    assert "Traceback" not in p.stderr + p.stdout
-    lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-    return lines[0]
 
 
 def ok(p: subprocess.CompletedProcess) -> str:

@@ -22,9 +22,8 @@ from spruce.archive.manifest import FORMATS, MANIFEST_NAME
 from spruce.archive.repository import Repository, SnapshotInfo, new_snapshot_id
 from spruce.errors import ChainBroken, InvalidArgument, SpruceError
 from spruce.jobs.encryption import job_key
-from spruce.jobs.export import _publish_links, discard_output
+from spruce.jobs.export import _publish_links, discard_output, stream_into
 from spruce.jobs.manager import JobContext, JobManager
-from spruce.jobs.prefetch import Prefetch
 from spruce.jobs.state import JobState
 from spruce.storage import open_store
 
@@ -143,15 +142,9 @@ def _run(ctx: JobContext, repo: Repository, store: Any) -> None:
             for ns, total in counts.items():
                 reset = since is not None and ns in before and snap.reset_after(ns, since)
                 writer.add_namespace(ns, schema=schemas.get(ns), total_records=total, reset=reset)
-                batches = Prefetch(name="spruce-backup-read", make=lambda ns=ns: (
+                stream_into(ctx, writer, ns, lambda ns=ns: (
                     snap.iter_batches(ns, batch_size=2000, raw_metadata=True) if since is None
                     else snap.iter_changed(changed[ns], batch_size=2000, raw_metadata=True)))
-                try:
-                    for batch in batches:
-                        ctx.check_cancel()
-                        writer.write(ns, batch)
-                finally:
-                    batches.close()
                 if since is not None and ns in before and not reset:
                     writer.write_tombstones(ns, snap.deleted_ids(ns, since))
             ctx.check_cancel()

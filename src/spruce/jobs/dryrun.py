@@ -36,14 +36,10 @@ from typing import Any
 
 import orjson
 
-from spruce.archive import open_source
 from spruce.errors import IntegrityError, InvalidArgument, ValidationError
-from spruce.jobs.encryption import job_key
 from spruce.jobs.manager import JobContext
-from spruce.jobs.restore import _where, _with_file, check_source, ids_path
-from spruce.jobs.selection import check_selection, load_selection
-from spruce.records import DEFAULT_NAMESPACE_ALIAS, normalize_namespace
-from spruce.storage import open_store
+from spruce.jobs.restore import _where, _with_file, check_source, open_import
+from spruce.records import DEFAULT_NAMESPACE_ALIAS
 
 __all__ = ["COUNTS", "run_dry_run"]
 
@@ -59,12 +55,7 @@ def run_dry_run(ctx: JobContext) -> None:
     s, opts = ctx.state, ctx.state.options
     on_conflict = opts.get("on_conflict", "overwrite")
     error_mode = opts.get("error_mode", "abort")
-    store = open_store(s.uri, **ctx.storage_options())
-    source = open_source(store, namespace=normalize_namespace(opts.get("namespace")), key=job_key(ctx))
-    source.require_key()
-    nsmap = {normalize_namespace(k): normalize_namespace(v) for k, v in (opts.get("namespace_map") or {}).items()}
-    selection = load_selection(s, ids_path(ctx))
-    check_selection(source, opts, selection)
+    source, nsmap, selection = open_import(ctx)
     engine = ctx.engine
     index = engine.index(s.index) if engine.has_index(s.index) else None
     check_source(source, opts, index.config if index is not None else None)

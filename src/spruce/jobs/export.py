@@ -135,16 +135,8 @@ def _run(ctx: JobContext, store: Any) -> None:
             for ns in counts:
                 # every selected namespace is listed, empty or filtered out, with its schema
                 writer.add_namespace(ns, schema=schemas.get(ns))
-                # the snapshot is read a batch or two ahead (SQLite releases the GIL), so reading
-                # overlaps encoding
-                batches = Prefetch(name="spruce-export-read", make=lambda ns=ns: snap.iter_batches(
+                stream_into(ctx, writer, ns, lambda ns=ns: snap.iter_batches(
                     ns, batch_size=opts.get("batch_size", 2000), filter=filt, raw_metadata=True))
-                try:
-                    for batch in batches:
-                        ctx.check_cancel()
-                        writer.write(ns, batch)
-                finally:
-                    batches.close()
             ctx.check_cancel()
             cfg = snap.config
             writer.commit(
@@ -165,6 +157,18 @@ def _run(ctx: JobContext, store: Any) -> None:
             writer.abort()
             raise
     _publish_links(ctx, store)
+
+
+def stream_into(ctx: JobContext, writer: Any, ns: str, make: Any) -> None:
+    """Write what ``make()`` yields into namespace ``ns``, read a batch or two ahead in a thread
+    (SQLite releases the GIL), so reading the snapshot overlaps encoding."""
+    batches = Prefetch(name="spruce-export-read", make=make)
+    try:
+        for batch in batches:
+            ctx.check_cancel()
+            writer.write(ns, batch)
+    finally:
+        batches.close()
 
 
 def _already_committed(store: Any, export_id: str) -> bool:

@@ -40,6 +40,19 @@ ERROR_MODES = ("abort", "continue")
 ON_CONFLICT = ("overwrite", "skip", "fail")
 
 
+def open_import(ctx: JobContext) -> tuple[Any, dict[str, str], Selection | None]:
+    """What an import (or its dry run) reads: the source, opened with the job's key; the
+    namespace map; the selection, checked against the source."""
+    s, opts = ctx.state, ctx.state.options
+    store = open_store(s.uri, **ctx.storage_options())
+    source = open_source(store, namespace=normalize_namespace(opts.get("namespace")), key=job_key(ctx))
+    source.require_key()
+    nsmap = {normalize_namespace(k): normalize_namespace(v) for k, v in (opts.get("namespace_map") or {}).items()}
+    selection = load_selection(s, ids_path(ctx))
+    check_selection(source, opts, selection)
+    return source, nsmap, selection
+
+
 def run_import(ctx: JobContext) -> None:
     s = ctx.state
     opts = s.options
@@ -50,12 +63,7 @@ def run_import(ctx: JobContext) -> None:
         return
     on_conflict = opts.get("on_conflict", "overwrite")
     error_mode = opts.get("error_mode", "abort")
-    store = open_store(s.uri, **ctx.storage_options())
-    source = open_source(store, namespace=normalize_namespace(opts.get("namespace")), key=job_key(ctx))
-    source.require_key()
-    nsmap = {normalize_namespace(k): normalize_namespace(v) for k, v in (opts.get("namespace_map") or {}).items()}
-    selection = load_selection(s, ids_path(ctx))
-    check_selection(source, opts, selection)
+    source, nsmap, selection = open_import(ctx)
     preflight = None
     if source.kind == "archive" and error_mode == "abort":
         preflight = _Preflight(ctx, source, ctx.engine.index(s.index) if ctx.engine.has_index(s.index) else None,
