@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 TOOLS := .tools
 AZURITE := $(TOOLS)/node_modules/.bin/azurite-blob
 
-.PHONY: install demo test test-compat lint bench clean
+.PHONY: install demo test test-compat lint bench clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,17 @@ $(AZURITE):
 		npm install --prefix $(TOOLS) azurite@3 --no-audit --no-fund --loglevel=error; \
 	else echo "npm not found: az:// round-trip tests will be skipped"; fi
 
+# Debian's chromium for the web console's browser tests (Playwright drives it; Playwright's own browser
+# download is never used). Installed with apt when /usr/bin/chromium is missing; without apt-get the
+# browser tests are skipped and say why, and with apt-get a missing browser fails them.
+chromium:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
+		|| { $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }; \
+	else echo "apt-get not found: the web console's browser tests will be skipped"; fi
+
 install: $(STAMP)
 
 demo: $(STAMP)
@@ -28,7 +39,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check src tests bench examples
 
-test: $(STAMP) $(AZURITE) lint
+test: $(STAMP) $(AZURITE) chromium lint
 	PATH="$(CURDIR)/$(TOOLS)/node_modules/.bin:$$PATH" $(PY) -m pytest -q
 
 # The REST server's tests under each supported pinecone SDK line (7.3.0, latest 9.x, latest 10.x),

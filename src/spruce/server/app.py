@@ -28,7 +28,7 @@ from fastapi import APIRouter, FastAPI
 import spruce.sources  # noqa: F401 - registers the connectors' job kinds
 from spruce import __version__
 from spruce.engine import Engine
-from spruce.server import archives, backups, bulk, control, data, downloads, exports, repositories
+from spruce.server import archives, backups, bulk, console, control, data, downloads, exports, repositories
 from spruce.server.auth import HEALTH_PATH, ApiKeyMiddleware
 from spruce.server.errors import DATA_PREFIX, install_handlers
 from spruce.server.versions import LATEST, SUPPORTED
@@ -111,6 +111,7 @@ def create_app(engine: Engine, *, api_key: str | None = None, public_url: str | 
         app.add_middleware(FaultMiddleware, config=faults)
     if api_key:
         app.add_middleware(_ApiKeyUnlessSigned, api_key=api_key, public_docs=public_docs)
+    console.install(app)  # /console's assets (public) in front of the key check; /verifications behind it
     # outermost: a body over the cap is refused before anything (auth included) reads it
     from spruce.server.limits import BodyLimitMiddleware, max_body_from_env
 
