@@ -1,33 +1,39 @@
-"""Benchmark the embedded engine: upsert throughput and exact-query latency.
+"""Benchmark the embedded engine against issue 16's goals: ingest, search, open, memory.
 
-    .venv/bin/python bench/engine.py                      # 100k x 768, 3 repeats
-    .venv/bin/python bench/engine.py --records 20000 --dim 128 --repeat 1
+    .venv/bin/python bench/engine.py                          # ingest at 100k, search at 100k and 1M
+    .venv/bin/python bench/engine.py --sizes 100000 --repeat 1
 
-Measures, each as the median over --repeat runs:
+Ingest (at --ingest-records, each the median over --repeat fresh loads, batches of 1000,
+768-d with metadata; only the upsert calls are timed): SDK-shaped dicts with list
+values (as JSON-born data arrives; goal 25k records/s), dicts with numpy values, the
+columnar ``upsert_batch``, and the baseline, a plain sqlite3 executemany of the same
+blobs.
 
-* upsert records/s in batches of 1000 through ``Index.upsert`` with SDK-shaped input
-  (dicts with numpy values + metadata, and dicts with list values + metadata), and
-  through the columnar fast path ``Index.upsert_batch(ns, RecordBatch)``; each run
-  loads a fresh index. Only the upsert calls are timed (building the input is not).
-* exact query latency p50/p99 (top_k=10, cosine) over --queries random vectors,
-  and a filtered query p50.
-
-Baselines measured in the same process on the same data: a plain ``sqlite3``
-executemany of the same blobs (default settings, one transaction per batch), and a
-pure numpy in-memory search (``M @ q`` + argpartition, precomputed norms and masks).
-The ratio column is spruce's cost over the baseline's (1.0 = as fast as the baseline).
+Search, for each size in --sizes, on clustered data (200 centres, as real embeddings
+cluster), with a ``genre`` field of 10 values (a ``$eq`` filter keeps 10%): the index is
+loaded, its graph built (timed), and closed; then a fresh process opens it and measures
+the first query after open, query p50/p99 (top_k=10), recall@10 against ``exact=True``,
+the filtered p50, ``exact=True`` p50, and its peak RSS while serving, as a multiple of
+the vector bytes. The baseline in that same process is a numpy exact scan (matrix @ q
+and argpartition over vectors already in RAM), measured after spruce's figures so that
+its memory does not count against spruce's RSS. Another fresh process runs
+``describe_index_stats`` and reports how much memory that took (it reads no vectors).
+The bench prints its own wall time.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
+import resource
 import shutil
 import sqlite3
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,185 +44,234 @@ import spruce
 from spruce.engine import store
 from spruce.records import RecordBatch
 
-GENRES = ("drama", "comedy", "action", "documentary", "horror")
+GENRES = tuple(f"genre-{i}" for i in range(10))
 BATCH = 1000
+GOALS = {  # size -> (p50 ms, recall, filtered p50 ms, first query ms), peak RSS <= 1.5x vector bytes
+    100_000: (1.5, 0.97, 5.0, 100.0),
+    1_000_000: (5.0, 0.95, 10.0, 500.0),
+}
 
 
 def make_data(n: int, dim: int, seed: int = 0) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
     rng = np.random.default_rng(seed)
-    values = rng.standard_normal((n, dim), dtype=np.float32)
+    centres = rng.standard_normal((200, dim), dtype=np.float32)
+    values = centres[rng.integers(0, 200, n)]
+    values += 0.5 * rng.standard_normal((n, dim), dtype=np.float32)
     ids = [f"doc-{i:08d}" for i in range(n)]
-    metadata = [{"genre": GENRES[i % len(GENRES)], "year": 1990 + i % 35, "rating": round(float(i % 50) / 10, 1),
-                 "tags": [f"t{i % 7}", f"s{i % 11}"], "title": f"Document number {i}"} for i in range(n)]
+    metadata = [{"genre": GENRES[i % 10], "year": 1990 + i % 35, "tags": [f"t{i % 7}", f"s{i % 11}"],
+                 "title": f"Document number {i}"} for i in range(n)]
     return ids, values, metadata
 
 
-def sdk_records(kind: str, ids: list[str], values: np.ndarray, metadata: list[dict[str, Any]],
-                start: int, stop: int) -> list[dict[str, Any]]:
-    if kind == "dicts+numpy":
-        return [{"id": ids[i], "values": values[i], "metadata": metadata[i]} for i in range(start, stop)]
-    rows = values[start:stop].tolist()
-    return [{"id": ids[i], "values": rows[i - start], "metadata": metadata[i]} for i in range(start, stop)]
+def queries_for(n: int, dim: int) -> np.ndarray:
+    _, values, _ = make_data(min(n, 1000), dim, seed=0)  # same centres
+    rng = np.random.default_rng(7)
+    return values[rng.integers(0, len(values), n)] + 0.1 * rng.standard_normal((n, dim), dtype=np.float32)
 
 
-def new_index(root: Path, dim: int) -> tuple[spruce.Client, Any]:
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# -- ingest -----------------------------------------------------------------------------
+
+
+def bench_upsert(kind: str, root: Path, ids: list[str], values: np.ndarray, metadata: list[dict[str, Any]]) -> float:
     if root.exists():
         shutil.rmtree(root)
-    client = spruce.Client(data_dir=root)
-    client.create_index("bench", dimension=dim, metric="cosine")
-    return client, client.Index("bench")
-
-
-def bench_upsert(kind: str, root: Path, ids: list[str], values: np.ndarray,
-                 metadata: list[dict[str, Any]]) -> tuple[float, spruce.Client, Any]:
-    """Load a fresh index; return records/s counting only the time inside the upsert calls."""
-    client, idx = new_index(root, values.shape[1])
-    n, spent = len(ids), 0.0
-    for start in range(0, n, BATCH):
-        stop = min(start + BATCH, n)
+    client = spruce.Client(root)
+    client.create_index("bench", dimension=values.shape[1], metric="cosine")
+    idx = client.Index("bench")
+    spent = 0.0
+    for start in range(0, len(ids), BATCH):
+        stop = min(start + BATCH, len(ids))
         if kind == "columnar":
-            payload: Any = RecordBatch(ids=ids[start:stop], values=values[start:stop],
-                                       metadata=metadata[start:stop])
+            payload: Any = RecordBatch(ids=ids[start:stop], values=values[start:stop], metadata=metadata[start:stop])
             t = time.perf_counter()
             idx._index.upsert_batch("", payload)
         else:
-            payload = sdk_records(kind, ids, values, metadata, start, stop)
+            rows = values[start:stop].tolist() if kind == "dicts+lists" else values[start:stop]
+            payload = [{"id": ids[i], "values": rows[i - start], "metadata": metadata[i]} for i in range(start, stop)]
             t = time.perf_counter()
             idx.upsert(payload)
         spent += time.perf_counter() - t
-    return n / spent, client, idx
+    client.close()
+    return len(ids) / spent
 
 
-def bench_sqlite_baseline(root: Path, ids: list[str], values: np.ndarray, metadata: list[dict[str, Any]]) -> float:
-    """Plain sqlite3 (default journal and synchronous settings), same schema, same blobs."""
-    if root.exists():
-        shutil.rmtree(root)
+def bench_sqlite(root: Path, ids: list[str], values: np.ndarray, metadata: list[dict[str, Any]]) -> float:
+    shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     conn = sqlite3.connect(root / "plain.db", isolation_level=None)
     conn.executescript(store.SCHEMA)
     sql = "INSERT INTO records (ns, id, dense, sp_idx, sp_val, metadata) VALUES (?, ?, ?, NULL, NULL, ?)"
-    n, spent = len(ids), 0.0
-    for start in range(0, n, BATCH):
-        stop = min(start + BATCH, n)
+    spent = 0.0
+    for start in range(0, len(ids), BATCH):
+        stop = min(start + BATCH, len(ids))
         t = time.perf_counter()
         conn.execute("BEGIN")
-        conn.executemany(sql, (("", ids[i], values[i].tobytes(), orjson.dumps(metadata[i]))
-                               for i in range(start, stop)))
+        conn.executemany(sql, (("", ids[i], values[i].tobytes(), orjson.dumps(metadata[i])) for i in range(start, stop)))
         conn.execute("COMMIT")
         spent += time.perf_counter() - t
     conn.close()
     shutil.rmtree(root)
-    return n / spent
+    return len(ids) / spent
 
 
-def latencies(fn: Callable[[np.ndarray], Any], queries: np.ndarray) -> np.ndarray:
-    out = np.empty(len(queries))
-    for k, q in enumerate(queries):
-        t = time.perf_counter()
-        fn(q)
-        out[k] = time.perf_counter() - t
-    return out * 1000.0  # ms
+# -- search (the serving process) -----------------------------------------------------------
 
 
-def numpy_search(matrix: np.ndarray, norms: np.ndarray, q: np.ndarray, k: int,
-                 mask: np.ndarray | None = None) -> np.ndarray:
-    """The naive baseline: cosine scores with precomputed norms, then argpartition."""
-    scores = matrix @ q
-    scores /= norms * np.float32(np.linalg.norm(q))
-    if mask is not None:
-        scores = np.where(mask, scores, -np.inf)
-    top = np.argpartition(-scores, k)[:k]
-    return top[np.argsort(-scores[top])]
+def serve_worker(root: str, dim: int, nq: int) -> dict[str, Any]:
+    """Runs in a fresh process: open, first query, then the search figures."""
+    queries = queries_for(nq, dim)
+    ql = [q.tolist() for q in queries]
+    import spruce.client  # a serving process has its modules loaded: time the open, not imports
+    t = time.perf_counter()
+    client = spruce.Client(root)
+    idx = client.Index("bench")
+    idx.query(vector=ql[0], top_k=10)
+    first_ms = (time.perf_counter() - t) * 1000
+
+    def timed(**kw: Any) -> tuple[np.ndarray, list[list[str]]]:
+        lat, ids = np.empty(nq), []
+        for j, q in enumerate(ql):
+            t0 = time.perf_counter()
+            r = idx.query(vector=q, top_k=10, **kw)
+            lat[j] = (time.perf_counter() - t0) * 1000
+            ids.append([m.id for m in r.matches])
+        return lat, ids
+
+    timed()  # warm
+    lat, got = timed()
+    flat, fgot = timed(filter={"genre": {"$eq": GENRES[3]}})
+    elat, truth = timed(exact=True)
+    _, ftruth = timed(filter={"genre": {"$eq": GENRES[3]}}, exact=True)
+    recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, truth, strict=True)]))
+    frecall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(fgot, ftruth, strict=True)]))
+    peak = rss_mb()
+    mode = idx.search_status()[""]["mode"]
+    # the baseline, in RAM, after spruce's RSS was read
+    data = idx._index._ns[""]
+    matrix = np.array(data.base)
+    norms = np.linalg.norm(matrix, axis=1).astype(np.float32)
+    blat = np.empty(nq)
+    for j, q in enumerate(queries):
+        t0 = time.perf_counter()
+        s = matrix @ q
+        s /= norms * np.float32(np.linalg.norm(q))
+        top = np.argpartition(-s, 10)[:10]
+        top[np.argsort(-s[top])]
+        blat[j] = (time.perf_counter() - t0) * 1000
+    client.close()
+    return {"first_ms": first_ms, "p50": float(np.median(lat)), "p99": float(np.percentile(lat, 99)),
+            "recall": recall, "filtered_p50": float(np.median(flat)), "filtered_recall": frecall,
+            "exact_p50": float(np.median(elat)), "peak_rss_mb": peak, "mode": mode,
+            "baseline_p50": float(np.median(blat))}
 
 
-def fmt_ratio(spruce_cost: float, base_cost: float) -> str:
-    return f"{spruce_cost / base_cost:6.2f}x"
+def stats_worker(root: str) -> dict[str, Any]:
+    before = rss_mb()
+    client = spruce.Client(root)
+    t = time.perf_counter()
+    s = client.Index("bench").describe_index_stats()
+    ms = (time.perf_counter() - t) * 1000
+    client.close()
+    return {"stats_ms": ms, "stats_rss_growth_mb": rss_mb() - before, "count": s.total_vector_count}
+
+
+def bench_size(n: int, dim: int, nq: int, scratch: Path) -> dict[str, Any]:
+    root = scratch / f"search-{n}"
+    shutil.rmtree(root, ignore_errors=True)
+    ids, values, metadata = make_data(n, dim)
+    client = spruce.Client(root)
+    client.create_index("bench", dimension=dim, metric="cosine")
+    idx = client.Index("bench")
+    t = time.perf_counter()
+    for start in range(0, n, 10_000):
+        idx._index.upsert_batch("", RecordBatch(ids=ids[start:start + 10_000], values=values[start:start + 10_000],
+                                                metadata=metadata[start:start + 10_000]))
+    load_s = time.perf_counter() - t
+    del ids, values, metadata
+    gc.collect()
+    t = time.perf_counter()
+    assert idx.wait_for_index(3600), "graph build timed out"
+    build_s = time.perf_counter() - t
+    client.close()
+    out: dict[str, Any] = {"records": n, "load_s": load_s, "graph_build_s": build_s, "vector_mb": n * dim * 4 / 2**20}
+    for worker, extra in (("serve", [str(dim), str(nq)]), ("stats", [])):
+        proc = subprocess.run([sys.executable, __file__, f"--{worker}-worker", str(root), *extra],
+                              capture_output=True, text=True, check=True)
+        out.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+    shutil.rmtree(root, ignore_errors=True)
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--records", type=int, default=100_000)
+    ap.add_argument("--sizes", default="100000,1000000", help="comma-separated record counts for the search part")
+    ap.add_argument("--ingest-records", type=int, default=100_000)
     ap.add_argument("--dim", type=int, default=768)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--queries", type=int, default=300)
-    ap.add_argument("--top-k", type=int, default=10)
+    ap.add_argument("--skip-ingest", action="store_true")
     ap.add_argument("--dir", default=None, help="scratch folder (default: a temporary one)")
+    ap.add_argument("--serve-worker", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--stats-worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    n, dim = args.records, args.dim
+    if args.serve_worker:
+        print(json.dumps(serve_worker(args.serve_worker[0], int(args.serve_worker[1]), int(args.serve_worker[2]))))
+        return
+    if args.stats_worker:
+        print(json.dumps(stats_worker(args.stats_worker)))
+        return
+    wall = time.perf_counter()
     scratch = Path(args.dir or tempfile.mkdtemp(prefix="spruce-bench-"))
-    print(f"spruce {spruce.__version__}: {n:,} records x {dim} dims, batches of {BATCH}, "
-          f"{args.repeat} repeat(s), {args.queries} queries, top_k={args.top_k}; scratch {scratch}")
-
-    ids, values, metadata = make_data(n, dim)
-    queries = np.random.default_rng(1).standard_normal((args.queries, dim), dtype=np.float32)
-    query_lists = [q.tolist() for q in queries]  # what SDK callers pass
-    flt = {"genre": "drama", "year": {"$gte": 2000}}
-    fmask = np.array([m["genre"] == "drama" and m["year"] >= 2000 for m in metadata])
-    norms = np.linalg.norm(values, axis=1).astype(np.float32)
-    k = args.top_k
-
-    results: dict[str, list[float]] = {}
-
-    def record(name: str, value: float) -> None:
-        results.setdefault(name, []).append(value)
-
-    for rep in range(args.repeat):
-        for kind in ("dicts+numpy", "dicts+lists"):
-            rate, client, _ = bench_upsert(kind, scratch / "idx", ids, values, metadata)
-            record(f"upsert {kind}", rate)
-            client.engine.close()
-            del client
-            gc.collect()
-        record("upsert baseline sqlite3", bench_sqlite_baseline(scratch / "plain", ids, values, metadata))
-        rate, client, idx = bench_upsert("columnar", scratch / "idx", ids, values, metadata)
-        record("upsert columnar", rate)
-
-        engine_index = idx._index
-        engine_index.query(vector=query_lists[0], top_k=k)  # warm up BLAS threads
-        lat = np.empty(len(query_lists))
-        for j, q in enumerate(query_lists):
-            t = time.perf_counter()
-            idx.query(vector=q, top_k=k)
-            lat[j] = (time.perf_counter() - t) * 1000
-        record("query p50 ms", float(np.percentile(lat, 50)))
-        record("query p99 ms", float(np.percentile(lat, 99)))
-        base = latencies(lambda q: numpy_search(values, norms, q, k), queries)
-        record("baseline query p50 ms", float(np.percentile(base, 50)))
-        record("baseline query p99 ms", float(np.percentile(base, 99)))
-
-        nf = max(20, len(query_lists) // 5)
-        flat = np.empty(nf)
-        for j, q in enumerate(query_lists[:nf]):
-            t = time.perf_counter()
-            res = idx.query(vector=q, top_k=k, filter=flt, include_metadata=True)
-            flat[j] = (time.perf_counter() - t) * 1000
-        assert all(m.metadata["genre"] == "drama" for m in res.matches)
-        record("filtered query p50 ms", float(np.percentile(flat, 50)))
-        fbase = latencies(lambda q: numpy_search(values, norms, q, k, fmask), queries[:nf])
-        record("baseline filtered p50 ms", float(np.percentile(fbase, 50)))
-
-        # sanity: spruce and the baseline agree on the top hit
-        top = idx.query(vector=query_lists[0], top_k=1).matches[0].id
-        assert top == ids[int(numpy_search(values, norms, queries[0], 1)[0])]
-        client.engine.close()
-        del client, idx, engine_index
+    dim = args.dim
+    print(f"spruce {spruce.__version__}: {dim} dims; scratch {scratch}", flush=True)
+    if not args.skip_ingest:
+        n = args.ingest_records
+        ids, values, metadata = make_data(n, dim)
+        rates: dict[str, list[float]] = {}
+        for _ in range(args.repeat):
+            for kind in ("dicts+lists", "dicts+numpy", "columnar"):
+                rates.setdefault(kind, []).append(bench_upsert(kind, scratch / "ingest", ids, values, metadata))
+                gc.collect()
+            rates.setdefault("sqlite3", []).append(bench_sqlite(scratch / "plain", ids, values, metadata))
+        med = {k: statistics.median(v) for k, v in rates.items()}
+        print(f"\ningest, {n:,} records, median of {args.repeat} (records/s; ratio = sqlite3 executemany time / spruce's)")
+        for kind in ("dicts+lists", "dicts+numpy", "columnar", "sqlite3"):
+            goal = "  goal >= 25,000: " + ("ok" if med[kind] >= 25_000 else "MISSED") if kind == "dicts+lists" else ""
+            print(f"  {kind:14s} {med[kind]:10,.0f}   {med[kind] / med['sqlite3']:5.2f}x{goal}")
+        del ids, values, metadata
         gc.collect()
-        print(f"  run {rep + 1}/{args.repeat} done", flush=True)
+    for n in (int(s) for s in args.sizes.split(",") if s):
+        r = bench_size(n, dim, args.queries, scratch)
+        g = GOALS.get(n)
+        rss_ratio = r["peak_rss_mb"] / r["vector_mb"]
 
-    med = {name: statistics.median(v) for name, v in results.items()}
-    base_rate = med["upsert baseline sqlite3"]
-    print()
-    print(f"{'measure':34s} {'median':>12s}   vs baseline (cost ratio)")
-    for kind in ("dicts+numpy", "dicts+lists", "columnar"):
-        rate = med[f"upsert {kind}"]
-        goal = "ok" if rate >= 20_000 else "BELOW 20k/s goal"
-        print(f"{'upsert ' + kind + ' (records/s)':34s} {rate:12,.0f}   {fmt_ratio(base_rate, rate)}  {goal}")
-    print(f"{'upsert plain sqlite3 (records/s)':34s} {base_rate:12,.0f}")
-    for name, base in (("query p50 ms", "baseline query p50 ms"), ("query p99 ms", "baseline query p99 ms"),
-                       ("filtered query p50 ms", "baseline filtered p50 ms")):
-        goal = "" if name != "query p50 ms" else ("ok" if med[name] <= 10 else "ABOVE 10 ms goal")
-        print(f"{name:34s} {med[name]:12.2f}   {fmt_ratio(med[name], med[base])}  {goal}")
-        print(f"{'  numpy ' + base:34s} {med[base]:12.2f}")
+        def mark(ok: bool, g: Any = g) -> str:
+            return "" if g is None else ("ok" if ok else "MISSED")
+
+        print(f"\nsearch, {n:,} records x {dim} ({r['vector_mb']:,.0f} MB of vectors): loaded in {r['load_s']:.1f} s, "
+              f"graph built in {r['graph_build_s']:.1f} s after the load, mode {r['mode']}")
+        rows = [
+            ("query p50 ms (top_k=10)", f"{r['p50']:.3f}", g and f"<= {g[0]}", mark(bool(g) and r["p50"] <= g[0])),
+            ("query p99 ms", f"{r['p99']:.3f}", "", ""),
+            ("  numpy exact scan p50 ms", f"{r['baseline_p50']:.3f}", f"ratio {r['p50'] / r['baseline_p50']:.3f}x", ""),
+            ("exact=True p50 ms", f"{r['exact_p50']:.3f}", f"ratio {r['exact_p50'] / r['baseline_p50']:.2f}x", ""),
+            ("recall@10 vs exact", f"{r['recall']:.4f}", g and f">= {g[1]}", mark(bool(g) and r["recall"] >= g[1])),
+            ("$eq filter (10%) p50 ms", f"{r['filtered_p50']:.3f}", g and f"<= {g[2]}",
+             mark(bool(g) and r["filtered_p50"] <= g[2])),
+            ("  its recall@10", f"{r['filtered_recall']:.4f}", "", ""),
+            ("first query after open ms", f"{r['first_ms']:.1f}", g and f"<= {g[3]}",
+             mark(bool(g) and r["first_ms"] <= g[3])),
+            ("peak RSS serving / vectors", f"{rss_ratio:.2f}x", "<= 1.5x", mark(rss_ratio <= 1.5)),
+            ("describe_index_stats ms", f"{r['stats_ms']:.1f}", "", ""),
+            ("  RSS it added, MB", f"{r['stats_rss_growth_mb']:.1f}", "(reads no vectors)", ""),
+        ]
+        for name, val, goal, ok in rows:
+            print(f"  {name:30s} {val:>10s}   {goal or '':18s} {ok}")
+    print(f"\nwall time {time.perf_counter() - wall:.0f} s")
     if args.dir is None:
         shutil.rmtree(scratch, ignore_errors=True)
 

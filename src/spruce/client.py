@@ -313,10 +313,20 @@ class Index:
     def query(self, *, top_k: int = 10, vector: Sequence[float] | None = None, id: str | None = None,
               namespace: str | None = None, filter: Mapping[str, Any] | None = None,
               include_values: bool = False, include_metadata: bool = False,
-              sparse_vector: Any = None, **_ignored: Any) -> models.QueryResponse:
+              sparse_vector: Any = None, exact: bool = False, **_ignored: Any) -> models.QueryResponse:
+        """``exact=True`` (a spruce extension) scans every record instead of asking the graph."""
         return self._index.query(top_k=top_k, vector=vector, id=id, namespace=namespace, filter=filter,
                                  include_values=include_values, include_metadata=include_metadata,
-                                 sparse_vector=sparse_vector)
+                                 sparse_vector=sparse_vector, exact=exact)
+
+    def search_status(self) -> dict[str, dict[str, Any]]:
+        """Per namespace, how queries are answered: "exact" (below the graph threshold), "building"
+        (a graph is being built; queries scan what it does not cover) or "ann" (a spruce extension)."""
+        return self._index.search_status()
+
+    def wait_for_index(self, timeout: float = 600.0) -> bool:
+        """Wait until background graph builds are done (queries never need to; benchmarks do)."""
+        return self._index.wait_for_index(timeout)
 
     def fetch(self, ids: Sequence[str], namespace: str | None = None, **_ignored: Any) -> models.FetchResponse:
         return self._index.fetch(ids, namespace=namespace)

@@ -481,8 +481,10 @@ class RemoteIndex:
     def query(self, *, top_k: int = 10, vector: Sequence[float] | None = None, id: str | None = None,
               namespace: str | None = None, filter: Mapping[str, Any] | None = None,
               include_values: bool = False, include_metadata: bool = False,
-              sparse_vector: Any = None, **_ignored: Any) -> models.QueryResponse:
+              sparse_vector: Any = None, exact: bool = False, **_ignored: Any) -> models.QueryResponse:
         body: dict[str, Any] = {"topK": top_k, "includeValues": include_values, "includeMetadata": include_metadata}
+        if exact:
+            body["exact"] = True  # a spruce extension: a real Pinecone host would refuse it
         if vector is not None:
             body["vector"] = _floats(vector)
         if id is not None:
@@ -573,6 +575,20 @@ class RemoteIndex:
             dimension=d.get("dimension"), index_fullness=float(d.get("indexFullness", 0.0)),
             total_vector_count=int(d.get("totalVectorCount", 0)), metric=d.get("metric", ""),
             vector_type=d.get("vectorType", "dense"))
+
+    def search_status(self) -> dict[str, dict[str, Any]]:
+        """Per namespace, how the server answers queries: {"mode": "exact" | "building" | "ann"}."""
+        d = self._request("POST", "/describe_index_stats", json={})
+        return {ns: {"mode": v["searchMode"]} for ns, v in d.get("namespaces", {}).items() if "searchMode" in v}
+
+    def wait_for_index(self, timeout: float = 600.0) -> bool:
+        """Wait until the server's background graph builds are done (queries never need to)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(s["mode"] != "building" for s in self.search_status().values()):
+                return True
+            time.sleep(0.2)
+        return False
 
     def list_namespaces_paginated(self, prefix: str | None = None, limit: int | None = None,
                                   pagination_token: str | None = None) -> models.ListNamespacesResponse:

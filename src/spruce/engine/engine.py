@@ -197,7 +197,7 @@ class Engine:
             if idx.config.deletion_protection == "enabled":
                 raise FailedPrecondition(
                     f"index {name!r} has deletion protection enabled; disable it with configure first")
-            idx.close()
+            idx.close(persist=False)
             del self._indexes[name]
             trash = self.data_dir / "indexes" / f".deleting-{uuid.uuid4().hex}"
             os.rename(self._dir(name), trash)  # gone atomically; the files go after

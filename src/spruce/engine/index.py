@@ -12,9 +12,11 @@ never holds the index in memory, and opening an index to write to it is cheap.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -23,8 +25,9 @@ import numpy as np
 import orjson
 
 from spruce import models
-from spruce.engine import changes, namespaces, store
+from spruce.engine import changes, namespaces, search, store
 from spruce.engine.backups import BackupOps
+from spruce.engine.indexing import IndexingOps
 from spruce.engine.memory import NamespaceData
 from spruce.engine.namespaces import NamespaceOps
 from spruce.engine.paging import decode_token as _decode_token
@@ -52,6 +55,7 @@ from spruce.records import (
 ON_CONFLICT = ("overwrite", "skip", "fail")
 
 _origin = threading.local()
+log = logging.getLogger("spruce.engine")
 
 
 @contextmanager
@@ -243,7 +247,7 @@ class Transaction:
                            (key, orjson.dumps(value).decode()))
 
 
-class Index(NamespaceOps, BackupOps):
+class Index(NamespaceOps, BackupOps, IndexingOps):
     """An open index. Thread-safe: many readers, writers serialized. The namespace operations
     (create, describe, list, delete) come from ``NamespaceOps``."""
 
@@ -265,6 +269,7 @@ class Index(NamespaceOps, BackupOps):
         changes.migrate(self._conn)
         #: deletions and written ids are logged for incremental backups (engine/changes.py)
         self._tracking = changes.tracking_from(self._conn) is not None
+        self._init_indexing()
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -280,7 +285,15 @@ class Index(NamespaceOps, BackupOps):
         finally:
             conn.close()
 
-    def close(self) -> None:
+    def close(self, *, persist: bool = True) -> None:
+        """Close; ``persist`` seals what is not yet in the search files, so the next open maps
+        them instead of reading SQLite (an index being deleted skips it)."""
+        self.builder.close()
+        try:
+            if persist:
+                self.persist()
+        except OSError as exc:
+            log.warning("could not save the search files of %s: %s", self.name, exc)
         with self._write_mutex:
             self._closed = True
             self._checkpointer.close()
@@ -342,14 +355,8 @@ class Index(NamespaceOps, BackupOps):
                 self._loaded = True
 
     def _load_all(self) -> None:
-        dim = self._config.dimension
-        ns_data: dict[str, NamespaceData] = {}
-        for ns in store.namespace_counts(self._conn):
-            data = NamespaceData(dim)
-            for batch in store.iter_namespace(self._conn, ns, dim, 10_000):
-                data.put(batch.ids, batch.values, batch.sparse, batch.metadata)
-            ns_data[ns] = data
-        self._ns = ns_data
+        self._ns = self._load_namespaces()
+        self.builder.poke()
 
     def _reader(self) -> sqlite3.Connection:
         self._check_open()
@@ -402,11 +409,13 @@ class Index(NamespaceOps, BackupOps):
                 self._pending_seq = store.read_seq(conn) + 1
                 yield conn
                 store.bump_seq(conn, self._pending_seq, current_writer())
+                self.last_write_at = time.monotonic()
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             self._checkpointer.poke()
+            self.builder.poke()
 
     def upsert_batch(self, namespace: str | None, batch: RecordBatch, *, on_conflict: str = "overwrite",
                      validate: bool = True) -> int:
@@ -577,7 +586,7 @@ class Index(NamespaceOps, BackupOps):
                 if data is None:
                     return {}
                 with self._rw.read():
-                    mask = flt.mask(data.metadata)
+                    mask = data.filter_mask(flt.filter)
                     target = [data.ids[i] for i in np.flatnonzero(mask)]
             if data is None or not target:
                 return {}
@@ -629,9 +638,11 @@ class Index(NamespaceOps, BackupOps):
     def query(self, *, top_k: int, vector: Any = None, id: str | None = None,
               sparse_vector: Any = None, namespace: str | None = None,
               filter: Mapping[str, Any] | None = None, include_values: bool = False,
-              include_metadata: bool = False) -> models.QueryResponse:
-        """Exact search. Scores follow Pinecone: cosine and dotproduct higher-is-better,
-        euclidean is the squared distance, lower-is-better."""
+              include_metadata: bool = False, exact: bool = False) -> models.QueryResponse:
+        """Search a namespace. Scores follow Pinecone: cosine and dotproduct higher-is-better,
+        euclidean is the squared distance, lower-is-better; they are always exact. Which
+        records are considered may be approximate in a big namespace (see engine/search.py);
+        ``exact=True`` (an extension) scans every record."""
         ns = normalize_namespace(namespace)
         cfg = self._config
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
@@ -659,23 +670,17 @@ class Index(NamespaceOps, BackupOps):
                 raise InvalidArgument("query needs vector, id or sparse_vector")
             if data is None or not len(data):
                 return models.QueryResponse(matches=[], namespace=ns, usage=models.Usage(read_units=1))
-            scores = np.zeros(len(data), dtype=np.float32)
-            if q_dense is not None:
-                scores += data.dense_scores(q_dense, cfg.metric)
-            if q_sparse is not None:
-                scores += data.sparse_scores(q_sparse)
-            ascending = cfg.metric == "euclidean"
-            cand = None if flt.matches_all else np.flatnonzero(flt.mask(data.metadata))
-            top = _top_k(scores, top_k, ascending, cand)
+            rows, scores, _ = search.run(data, q_dense, q_sparse, cfg.metric, top_k, flt.filter,
+                                         exact=bool(exact), ann_min=self.builder.ann_min)
             matches = [
                 models.ScoredVector(
                     id=data.ids[row],
-                    score=float(scores[row]),
-                    values=data.dense[row].tolist() if include_values and cfg.dimension is not None else [],
+                    score=float(score),
+                    values=data.vector(row).tolist() if include_values and cfg.dimension is not None else [],
                     sparse_values=_sparse_model(data.sparse[row]) if include_values else None,
                     metadata=_md_copy(data.metadata[row]) if include_metadata else None,
                 )
-                for row in top
+                for row, score in zip(rows.tolist(), scores.tolist(), strict=True)
             ]
         return models.QueryResponse(matches=matches, namespace=ns, usage=models.Usage(read_units=5))
 
@@ -724,7 +729,7 @@ class Index(NamespaceOps, BackupOps):
             self._ensure_loaded()
             with self._rw.read():
                 counts = {
-                    ns: len(d) if flt.matches_all else int(flt.mask(d.metadata).sum())
+                    ns: len(d) if flt.matches_all else int(d.filter_mask(flt.filter).sum())
                     for ns, d in sorted(self._ns.items())
                 }
         counts = {ns: c for ns, c in counts.items() if c}
@@ -760,17 +765,3 @@ def _vector(rec: Record) -> models.Vector:
         sparse_values=_sparse_model(rec.sparse_values),
         metadata=_md_copy(rec.metadata),
     )
-
-
-def _top_k(scores: np.ndarray, k: int, ascending: bool, candidates: np.ndarray | None) -> list[int]:
-    """Indices of the k best scores, best first; ties broken by row for determinism."""
-    rows = np.arange(scores.shape[0]) if candidates is None else candidates
-    if rows.size == 0:
-        return []
-    s = scores[rows] if ascending else -scores[rows]
-    if rows.size > k:
-        part = np.argpartition(s, k - 1)[:k]
-        order = part[np.argsort(s[part], kind="stable")]
-    else:
-        order = np.argsort(s, kind="stable")
-    return rows[order].tolist()

@@ -1,154 +1,208 @@
-"""The in-memory half of an index: one matrix per namespace, searched exactly with numpy.
+"""The search-ready half of a namespace: rows of vectors, searched exactly or through a graph.
 
-SQLite is the source of truth; this is a cache derived from it, rebuilt on
-open. Keeping dense values in one contiguous float32 matrix makes an exact
-query a single BLAS matrix-vector product.
+SQLite is the source of truth; this is derived from it. Rows are append-only: an
+upsert appends a row, an overwrite appends one and kills the old, a delete kills.
+So a row never changes once written, which is what lets the rows be sealed to files
+(persist.py) and memory-mapped, indexed by a graph built in the background (ann.py),
+and posted to inverted indexes (postings.py), all without locks on the row data.
+
+Dense values are two blocks: the sealed rows (``base``, a memory map of the
+namespace's float32 file) and the rows written since (``tail``, a growable array).
+An exact query is one matrix-vector product per block.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from spruce.engine.columns import MetadataColumn, SparseColumn
+from spruce.engine.postings import Postings
 from spruce.records import Record, SparseValues
 
 
 class NamespaceData:
-    """Records of one namespace: ids, a growable dense matrix, sparse vectors, metadata."""
+    """The rows of one namespace: ids, liveness, dense blocks, sparse, metadata, postings."""
 
-    def __init__(self, dimension: int | None) -> None:
+    def __init__(self, dimension: int | None, *, ids: list[str] | None = None,
+                 alive: np.ndarray | None = None, base: np.ndarray | None = None,
+                 base_sq: np.ndarray | None = None, metadata: MetadataColumn | None = None,
+                 sparse: SparseColumn | None = None) -> None:
         self.dimension = dimension
-        self.ids: list[str] = []
-        self.pos: dict[str, int] = {}
-        cap = 0 if dimension is None else 16
-        self._dense = np.zeros((cap, dimension or 0), dtype=np.float32)
-        self._sqnorms = np.zeros(cap, dtype=np.float32)
-        self.sparse: list[SparseValues | None] = []
-        self.metadata: list[dict[str, Any] | None] = []
+        self.ids: list[str] = ids or []
+        n = len(self.ids)
+        self._alive = np.ones(max(n, 16), dtype=bool)
+        if alive is not None:
+            self._alive[:n] = alive
+        self.pos: dict[str, int] = {rid: row for row, rid in enumerate(self.ids) if self._alive[row]}
+        d = dimension or 0
+        self.base = np.zeros((0, d), np.float32) if base is None else base
+        self.base_sq = np.zeros(0, np.float32) if base_sq is None else base_sq
+        self._tail = np.zeros((0 if dimension is None else 16, d), dtype=np.float32)
+        self._tail_sq = np.zeros(self._tail.shape[0], dtype=np.float32)
+        self.metadata = metadata or MetadataColumn()
+        self.sparse = sparse or SparseColumn()
+        self.postings = Postings(lambda row: self.metadata[row])
         self._csr: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        #: persisted state (persist.py): rows and byte sizes already in the namespace's files
+        self.sealed: dict[str, int] = {}
+        #: the ANN graph (ann.Graph) over rows [0, graph.rows), or None
+        self.graph: Any = None
+
+    # -- shape ----------------------------------------------------------------
 
     def __len__(self) -> int:
+        return len(self.pos)
+
+    @property
+    def nrows(self) -> int:
+        """Rows ever appended, dead ones included."""
         return len(self.ids)
 
     @property
-    def dense(self) -> np.ndarray:
-        return self._dense[: len(self.ids)]
+    def nbase(self) -> int:
+        return self.base.shape[0] if self.dimension is not None else 0
 
     @property
-    def sqnorms(self) -> np.ndarray:
-        return self._sqnorms[: len(self.ids)]
+    def alive(self) -> np.ndarray:
+        return self._alive[: self.nrows]
+
+    @property
+    def tail(self) -> np.ndarray:
+        return self._tail[: self.nrows - self.nbase] if self.dimension is not None else self._tail
+
+    @property
+    def tail_sq(self) -> np.ndarray:
+        return self._tail_sq[: self.nrows - self.nbase]
+
+    @property
+    def dead_fraction(self) -> float:
+        return 0.0 if not self.nrows else 1.0 - len(self.pos) / self.nrows
+
+    # -- writes ---------------------------------------------------------------
 
     def _grow(self, need: int) -> None:
-        cap = self._dense.shape[0]
-        if need <= cap or self.dimension is None:
+        if need > self._alive.size:
+            alive = np.zeros(max(need, self._alive.size * 2), dtype=bool)
+            alive[: self._alive.size] = self._alive
+            self._alive = alive
+        if self.dimension is None:
             return
-        new_cap = max(need, cap * 2, 16)
-        dense = np.zeros((new_cap, self.dimension), dtype=np.float32)
-        dense[:cap] = self._dense
-        sq = np.zeros(new_cap, dtype=np.float32)
-        sq[:cap] = self._sqnorms
-        self._dense, self._sqnorms = dense, sq
+        need_tail = need - self.nbase
+        cap = self._tail.shape[0]
+        if need_tail > cap:
+            new_cap = max(need_tail, cap * 2, 16)
+            tail = np.zeros((new_cap, self.dimension), dtype=np.float32)
+            tail[:cap] = self._tail
+            sq = np.zeros(new_cap, dtype=np.float32)
+            sq[:cap] = self._tail_sq
+            self._tail, self._tail_sq = tail, sq
 
     def put(self, ids: list[str], values: np.ndarray | None, sparse: list[SparseValues | None] | None,
             metadata: list[dict[str, Any] | None]) -> None:
-        """Insert or overwrite records (values is an (n, d) matrix or None)."""
-        n0 = len(self.ids)
-        n = len(ids)
-        if self.pos.keys().isdisjoint(ids) and len(set(ids)) == n:
-            # all new (a bulk load, a restore): append in bulk, no per-record bookkeeping
-            self._grow(n0 + n)
-            self.pos.update(zip(ids, range(n0, n0 + n), strict=True))
-            self.ids.extend(ids)
-            self.sparse.extend([None] * n if sparse is None else sparse)
-            self.metadata.extend(metadata)
-            if values is not None and self.dimension is not None:
-                self._dense[n0:n0 + n] = values
-                self._sqnorms[n0:n0 + n] = np.einsum("ij,ij->i", values, values)
-            self._csr = None
-            return
-        new = [rid for rid in ids if rid not in self.pos]
-        self._grow(n0 + len(new))
-        rows = np.empty(len(ids), dtype=np.int64)
-        for i, rid in enumerate(ids):
-            row = self.pos.get(rid)
-            if row is None:
-                row = len(self.ids)
-                self.pos[rid] = row
-                self.ids.append(rid)
-                self.sparse.append(None)
-                self.metadata.append(None)
-            rows[i] = row
-            self.sparse[row] = None if sparse is None else sparse[i]
-            self.metadata[row] = metadata[i]
+        """Append records; an id already present (or repeated in the batch) kills its older row."""
+        n0, n = self.nrows, len(ids)
+        self._grow(n0 + n)
+        self._alive[n0:n0 + n] = True
+        pos = self.pos
+        if pos.keys().isdisjoint(ids) and len(set(ids)) == n:
+            pos.update(zip(ids, range(n0, n0 + n), strict=True))  # a bulk load: no per-id checks
+        else:
+            for row, rid in enumerate(ids, n0):
+                old = pos.get(rid)
+                if old is not None:
+                    self._alive[old] = False
+                pos[rid] = row
+        self.ids.extend(ids)
+        self.sparse.extend(sparse, n)
+        self.metadata.extend(metadata)
         if values is not None and self.dimension is not None:
-            self._dense[rows] = values
-            self._sqnorms[rows] = np.einsum("ij,ij->i", values, values)
+            t0 = n0 - self.nbase
+            self._tail[t0:t0 + n] = values
+            self._tail_sq[t0:t0 + n] = np.einsum("ij,ij->i", values, values)
+        self.postings.add_rows(n0, metadata)
         self._csr = None
 
     def remove(self, ids: list[str]) -> int:
-        """Delete by swapping the last row into the hole: O(1) per id."""
+        """Kill the rows of ``ids``; returns how many existed."""
         removed = 0
         for rid in ids:
             row = self.pos.pop(rid, None)
-            if row is None:
-                continue
-            removed += 1
-            last = len(self.ids) - 1
-            if row != last:
-                moved = self.ids[last]
-                self.ids[row] = moved
-                self.pos[moved] = row
-                self.sparse[row] = self.sparse[last]
-                self.metadata[row] = self.metadata[last]
-                if self.dimension is not None:
-                    self._dense[row] = self._dense[last]
-                    self._sqnorms[row] = self._sqnorms[last]
-            self.ids.pop()
-            self.sparse.pop()
-            self.metadata.pop()
-        if removed:
-            self._csr = None
+            if row is not None:
+                self._alive[row] = False
+                removed += 1
         return removed
+
+    def rebase(self, base: np.ndarray, base_sq: np.ndarray) -> None:
+        """Rows [0, len(base)) are now sealed in ``base`` (a memory map): drop them from the tail."""
+        cut = base.shape[0] - self.nbase
+        rest = self.tail[cut:]
+        tail = np.zeros((max(16, rest.shape[0] * 2), self.dimension or 0), dtype=np.float32)
+        tail[: rest.shape[0]] = rest
+        sq = np.zeros(tail.shape[0], dtype=np.float32)
+        sq[: rest.shape[0]] = self.tail_sq[cut:]
+        self.base, self.base_sq, self._tail, self._tail_sq = base, base_sq, tail, sq
+
+    # -- rows -----------------------------------------------------------------
+
+    def vector(self, row: int) -> np.ndarray:
+        nb = self.nbase
+        return np.array(self.base[row]) if row < nb else self._tail[row - nb].copy()
+
+    def vectors(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Dense values of ``rows`` (a gather across both blocks), with their squared norms."""
+        nb = self.nbase
+        if rows.size and rows.max() < nb:
+            return self.base[rows], self.base_sq[rows]
+        if rows.size and rows.min() >= nb:
+            return self._tail[rows - nb], self._tail_sq[rows - nb]
+        out = np.empty((rows.size, self.dimension or 0), dtype=np.float32)
+        sq = np.empty(rows.size, dtype=np.float32)
+        lo = rows < nb
+        out[lo], sq[lo] = self.base[rows[lo]], self.base_sq[rows[lo]]
+        out[~lo], sq[~lo] = self._tail[rows[~lo] - nb], self._tail_sq[rows[~lo] - nb]
+        return out, sq
 
     def record(self, rid: str) -> Record | None:
         row = self.pos.get(rid)
         if row is None:
             return None
-        return Record(
-            id=rid,
-            values=None if self.dimension is None else self._dense[row].copy(),
-            sparse_values=self.sparse[row],
-            metadata=self.metadata[row],
-        )
+        return Record(id=rid, values=None if self.dimension is None else self.vector(row),
+                      sparse_values=self.sparse[row], metadata=self.metadata[row])
+
+    def filter_mask(self, node: Mapping[str, Any] | None) -> np.ndarray:
+        """Live rows matching a normalized filter (None: every live row)."""
+        if node is None:
+            return self.alive.copy()
+        return self.postings.mask(node, self.nrows) & self.alive
 
     # -- scoring --------------------------------------------------------------
 
-    def dense_scores(self, q: np.ndarray, metric: str) -> np.ndarray:
-        """Pinecone's scores: cosine similarity, dot product, or squared euclidean distance."""
-        dots = self.dense @ q
-        if metric == "dotproduct":
-            return dots
-        qsq = float(q @ q)
-        if metric == "euclidean":
-            return np.maximum(self.sqnorms - 2.0 * dots + qsq, 0.0)
-        denom = np.sqrt(self.sqnorms) * np.float32(np.sqrt(qsq))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(denom > 0, dots / denom, 0.0).astype(np.float32)
+    def dense_scores(self, q: np.ndarray, metric: str, rows: np.ndarray | None = None) -> np.ndarray:
+        """Pinecone's scores for every row (or ``rows``): cosine similarity, dot product, or
+        squared euclidean distance."""
+        if rows is None:
+            nb = self.nbase
+            dots = np.empty(self.nrows, dtype=np.float32)
+            dots[:nb] = self.base @ q
+            dots[nb:] = self.tail @ q
+            sqn = np.concatenate([self.base_sq, self.tail_sq]) if metric != "dotproduct" else None
+        else:
+            vecs, sqn = self.vectors(rows)
+            dots = vecs @ q
+        return score(dots, sqn, q, metric)
 
     def sparse_scores(self, q: SparseValues) -> np.ndarray:
-        """Sparse dot products against every record, vectorized over a cached CSR layout."""
-        n = len(self.ids)
-        if n == 0 or q.indices.size == 0:
+        """Sparse dot products against every row, vectorized over a cached CSR layout."""
+        n = self.nrows
+        if n == 0 or q.indices.size == 0 or not self.sparse.any:
             return np.zeros(n, dtype=np.float32)
         if self._csr is None:
-            lengths = np.fromiter((0 if s is None else s.indices.size for s in self.sparse), np.int64, n)
-            parts_i = [s.indices for s in self.sparse if s is not None]
-            parts_v = [s.values for s in self.sparse if s is not None]
-            indices = np.concatenate(parts_i) if parts_i else np.zeros(0, np.uint32)
-            data = np.concatenate(parts_v) if parts_v else np.zeros(0, np.float32)
-            rows = np.repeat(np.arange(n), lengths)
-            self._csr = (rows, indices, data)
+            lengths = np.maximum(self.sparse.lengths(0, n), 0)
+            indices, data = self.sparse.arrays(0, n)
+            self._csr = (np.repeat(np.arange(n), lengths), indices, data)
         rows, indices, data = self._csr
         order = np.argsort(q.indices)
         qi, qv = q.indices[order], q.values[order]
@@ -157,3 +211,15 @@ class NamespaceData:
         hit = qi[pos_c] == indices
         contrib = np.where(hit, data * qv[pos_c], np.float32(0))
         return np.bincount(rows, weights=contrib, minlength=n).astype(np.float32)
+
+
+def score(dots: np.ndarray, sqnorms: np.ndarray | None, q: np.ndarray, metric: str) -> np.ndarray:
+    if metric == "dotproduct":
+        return dots
+    qsq = float(q @ q)
+    assert sqnorms is not None
+    if metric == "euclidean":
+        return np.maximum(sqnorms - 2.0 * dots + qsq, 0.0)
+    denom = np.sqrt(sqnorms) * np.float32(np.sqrt(qsq))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denom > 0, dots / denom, 0.0).astype(np.float32)

@@ -128,7 +128,7 @@ def _spellings(*camel: str) -> dict[str, str]:
 
 _UPSERT = _spellings("vectors", "namespace")
 _QUERY = _spellings("namespace", "topK", "filter", "includeValues", "includeMetadata", "queries", "vector",
-                    "sparseVector", "id", "scanFactor", "maxCandidates")
+                    "sparseVector", "id", "scanFactor", "maxCandidates", "exact")
 _UPDATE = _spellings("id", "values", "sparseValues", "setMetadata", "namespace", "filter", "dryRun")
 _DELETE = _spellings("ids", "deleteAll", "namespace", "filter")
 _STATS = _spellings("filter")
@@ -255,6 +255,7 @@ def _query(index: Index, raw: bytes, version: str) -> Response:
         filter=f.get("filter", dict),
         include_values=f.get("includeValues", bool, False),
         include_metadata=f.get("includeMetadata", bool, False),
+        exact=f.get("exact", bool, False),
     )
     return json_response({"matches": [_scored(m) for m in result.matches], "namespace": result.namespace,
                           "usage": _usage(result.usage)}, version)
@@ -346,8 +347,11 @@ def _list(index: Index, namespace: str | None, prefix: str | None, limit: int | 
 
 def _stats(index: Index, flt: dict[str, Any] | None, version: str) -> Response:
     s = index.describe_index_stats(filter=flt)
+    modes = index.search_status() if flt is None else {}
     out: dict[str, Any] = {
-        "namespaces": {ns: {"vectorCount": n.vector_count} for ns, n in s.namespaces.items()},
+        # searchMode (exact, building, ann) is a spruce extension; SDKs keep unknown fields
+        "namespaces": {ns: {"vectorCount": n.vector_count, **({"searchMode": modes[ns]["mode"]} if ns in modes else {})}
+                       for ns, n in s.namespaces.items()},
         "indexFullness": s.index_fullness,
         "totalVectorCount": s.total_vector_count,
         "metric": s.metric,
