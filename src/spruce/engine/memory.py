@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from spruce.engine import dense
 from spruce.engine.columns import MetadataColumn, SparseColumn
 from spruce.engine.postings import Postings
 from spruce.records import Record, SparseValues
@@ -149,19 +150,19 @@ class NamespaceData:
 
     def vector(self, row: int) -> np.ndarray:
         nb = self.nbase
-        return np.array(self.base[row]) if row < nb else self._tail[row - nb].copy()
+        return dense.gather(self.base, np.array([row])).reshape(-1).copy() if row < nb else self._tail[row - nb].copy()
 
     def vectors(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Dense values of ``rows`` (a gather across both blocks), with their squared norms."""
         nb = self.nbase
         if rows.size and rows.max() < nb:
-            return self.base[rows], self.base_sq[rows]
+            return dense.gather(self.base, rows), self.base_sq[rows]
         if rows.size and rows.min() >= nb:
             return self._tail[rows - nb], self._tail_sq[rows - nb]
         out = np.empty((rows.size, self.dimension or 0), dtype=np.float32)
         sq = np.empty(rows.size, dtype=np.float32)
         lo = rows < nb
-        out[lo], sq[lo] = self.base[rows[lo]], self.base_sq[rows[lo]]
+        out[lo], sq[lo] = dense.gather(self.base, rows[lo]), self.base_sq[rows[lo]]
         out[~lo], sq[~lo] = self._tail[rows[~lo] - nb], self._tail_sq[rows[~lo] - nb]
         return out, sq
 
@@ -186,7 +187,7 @@ class NamespaceData:
         if rows is None:
             nb = self.nbase
             dots = np.empty(self.nrows, dtype=np.float32)
-            dots[:nb] = self.base @ q
+            dots[:nb] = dense.scan(self.base, q)
             dots[nb:] = self.tail @ q
             sqn = np.concatenate([self.base_sq, self.tail_sq]) if metric != "dotproduct" else None
         else:

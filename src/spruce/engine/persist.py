@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from spruce.engine import dense
 from spruce.engine.columns import MetadataColumn, SparseColumn
 from spruce.engine.memory import NamespaceData
 
@@ -68,6 +69,10 @@ def _map(path: Path, dtype: str, count: int, shape: tuple[int, ...] | None = Non
     if count == 0:
         return np.zeros(shape or (0,), dtype=dtype)
     return np.memmap(path, dtype=dtype, mode="r", shape=shape or (count,))
+
+
+def _map_dense(path: Path, rows: int, dim: int) -> np.ndarray:
+    return np.zeros((0, dim), np.float32) if rows == 0 else dense.open_rows(path, rows, dim)
 
 
 class VectorFiles:
@@ -130,7 +135,7 @@ class VectorFiles:
         dim = self.dimension
         base = base_sq = None
         if dim is not None:
-            base = _map(d / "dense.f32", "<f4", rows, (rows, dim))
+            base = _map_dense(d / "dense.f32", rows, dim)
             base_sq = _map(d / "sqnorms.f32", "<f4", rows)
         meta_lens = np.fromfile(d / "meta.len", dtype="<i4", count=rows)
         meta_blob: Any = _map(d / "meta.bin", "u1", sizes["meta.bin"])
@@ -190,7 +195,7 @@ class VectorFiles:
         sizes["rows"] = upto
         if self.dimension is None:
             return sizes, None, None
-        return (sizes, _map(d / "dense.f32", "<f4", upto, (upto, self.dimension)),
+        return (sizes, _map_dense(d / "dense.f32", upto, self.dimension),
                 _map(d / "sqnorms.f32", "<f4", upto))
 
     # -- commit -----------------------------------------------------------------
