@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spruce.errors import InvalidArgument, ValidationError
 from spruce.records import (
@@ -122,8 +126,8 @@ def test_float32_bits_round_trip_through_python_floats():
     special = np.array([0.0, -0.0, 1e-45, -1e-45, 1.1754942e-38, np.finfo(np.float32).max,
                         -np.finfo(np.float32).max, np.finfo(np.float32).tiny, 1 / 3, 0.1], dtype=np.float32)
     values = np.concatenate([special, rng.standard_normal(246).astype(np.float32) * 1e5])
-    for given in (values, values.tolist(), [float(x) for x in values]):
-        out = coerce_dense(given, values.size)
+    for source in (values, values.tolist(), [float(x) for x in values]):
+        out = coerce_dense(source, values.size)
         assert out.dtype == np.float32
         assert out.tobytes() == values.tobytes()
     batch = parse_batch([{"id": "a", "values": values.tolist()}, ("b", values)], dimension=values.size)
@@ -348,3 +352,37 @@ def test_record_equality_is_bit_exact():
     assert a != b
     assert SparseValues(np.array([1], np.uint32), np.array([0.0], np.float32)) != SparseValues(
         np.array([1], np.uint32), np.array([-0.0], np.float32))
+
+
+# -- the bulk path packs JSON-born float lists itself: it must agree with numpy bit for bit ----------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.floats(width=64, allow_nan=True, allow_infinity=True), min_size=3, max_size=3),
+                min_size=1, max_size=4))
+def test_bulk_float_lists_match_the_per_record_path(rows):
+    records = [{"id": f"r{i}", "values": row} for i, row in enumerate(rows)]
+    try:
+        expected = np.stack([r.values for r in parse_records(records, dimension=3)])
+    except ValidationError as err:
+        with pytest.raises(ValidationError) as info:
+            parse_batch(records, dimension=3)
+        assert str(info.value) == str(err)  # overflow past float32, NaN, infinity: the same error
+        return
+    got = parse_batch(records, dimension=3).values
+    assert got.dtype == np.float32 and got.flags.writeable
+    assert got.tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("odd", [True, False, 2, np.float64(0.25), np.float32(0.5), 10**40, "0.5", None,
+                                 Decimal("0.5")])
+def test_bulk_path_treats_odd_elements_as_the_per_record_path_does(odd):
+    records = [good(0), {"id": "r1", "values": [0.5, odd, 1.0, 2.0]}]
+    try:
+        expected = RecordBatch.from_records(parse_records(records, dimension=DIM))
+    except ValidationError as err:
+        with pytest.raises(ValidationError) as info:
+            parse_batch(records, dimension=DIM)
+        assert str(info.value) == str(err)
+        return
+    assert parse_batch(records, dimension=DIM).values.tobytes() == expected.values.tobytes()
