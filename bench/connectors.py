@@ -28,9 +28,10 @@ IDLE_MB = 0.0
 
 
 PRELUDE = """
-import json, resource
+import json
 def emit(d):
-    d["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so it would include this bench's own peak
+    d["rss_mb"] = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) / 1024
     print(json.dumps(d))
 """
 

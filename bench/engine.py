@@ -70,6 +70,18 @@ def queries_for(n: int, dim: int) -> np.ndarray:
 
 
 def rss_mb() -> float:
+    """This process's peak resident set (VmHWM), in MB.
+
+    Not ``ru_maxrss``: Linux carries that across execve, so a worker spawned by this bench
+    would report the parent's peak (1 GB after the ingest part) instead of its own.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

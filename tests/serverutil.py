@@ -41,6 +41,8 @@ class RunningServer:
     api_key: str | None
     engine: Engine | None = None
     _stop: Any = field(default=None, repr=False)
+    #: the server's process id (mode="subprocess"), for tests that kill it
+    pid: int | None = None
 
     def headers(self, **extra: str) -> dict[str, str]:
         h = {"Api-Key": self.api_key} if self.api_key else {}
@@ -85,7 +87,7 @@ def start_server(engine_or_data_dir: Engine | str | os.PathLike[str], *, api_key
     if isinstance(engine_or_data_dir, Engine):
         raise TypeError("mode='subprocess' needs a data folder: an engine cannot cross processes")
     return _start_subprocess(Path(engine_or_data_dir), api_key=api_key, public_url=public_url,
-                             timeout=timeout)
+                             timeout=timeout, auto_resume=auto_resume)
 
 
 def _start_thread(engine_or_data_dir: Engine | str | os.PathLike[str], *, api_key: str | None,
@@ -123,7 +125,7 @@ def _start_thread(engine_or_data_dir: Engine | str | os.PathLike[str], *, api_ke
 
 
 def _start_subprocess(data_dir: Path, *, api_key: str | None, public_url: str | None,
-                      timeout: float) -> RunningServer:
+                      timeout: float, auto_resume: bool) -> RunningServer:
     env = dict(os.environ)
     env.pop("SPRUCE_API_KEY", None)
     if api_key:
@@ -134,6 +136,8 @@ def _start_subprocess(data_dir: Path, *, api_key: str | None, public_url: str | 
                "--log-level", "warning", "--no-access-log"]
         if public_url:
             cmd += ["--public-url", public_url]
+        if not auto_resume:
+            cmd.append("--no-resume")
         proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
         if _wait_healthy(url, time.monotonic() + timeout, lambda p=proc: p.poll() is None):
@@ -144,7 +148,7 @@ def _start_subprocess(data_dir: Path, *, api_key: str | None, public_url: str | 
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
-            return RunningServer(url=url, port=port, api_key=api_key, _stop=stop)
+            return RunningServer(url=url, port=port, api_key=api_key, _stop=stop, pid=proc.pid)
         proc.kill()
         proc.wait()
     raise RuntimeError("spruce server subprocess did not start")

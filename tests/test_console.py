@@ -7,9 +7,11 @@ apt-get exists (the install step was skipped) and are skipped, saying why, only 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -355,5 +357,60 @@ def test_a_server_without_a_key_needs_none(browser: Any, tmp_path: Path) -> None
             expect(page.locator("#view .empty")).to_contain_text("No indexes yet")
             expect(page.locator("#key-view")).to_be_hidden()
             expect(page.get_by_role("button", name="Forget key")).to_be_hidden()
+        finally:
+            ctx.close()
+
+
+def test_a_restore_killed_with_the_server_shows_initializing_then_resumes(browser: Any, tmp_path: Path) -> None:
+    """kill -9 of the server mid-restore: the index it created stays Initializing and the job is
+    Interrupted; the Resume button finishes it, without a reload, and the index turns Ready."""
+    import spruce
+
+    expect = _expect()
+    data = tmp_path / "data"
+    n, part = 6000, 40
+    x = np.random.default_rng(5).standard_normal((n, 8)).astype(np.float32)
+    with spruce.Client(data_dir=data) as c:
+        c.create_index("src", dimension=8, metric="cosine")
+        c.Index("src").upsert([{"id": f"r{i:05d}", "values": x[i]} for i in range(n)])
+        c.Index("src").export_index(str(data / "exports" / "src-parts"), part_max_records=part, sync=True)
+    srv = start_server(data, api_key=API_KEY, mode="subprocess")
+    try:
+        job_id = httpx.post(f"{srv.url}/index/copy/bulk/imports", headers={"Api-Key": API_KEY},
+                            json={"uri": "src-parts", "createIndex": True}).json()["id"]
+        state_file = data / "jobs" / f"{job_id}.json"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                done = json.loads(state_file.read_bytes()).get("files_done", 0)
+            except (OSError, ValueError):
+                done = 0
+            if done >= 2:
+                break
+            time.sleep(0.005)
+        os.kill(srv.pid, signal.SIGKILL)
+    finally:
+        srv.stop()
+    left = json.loads(state_file.read_bytes())
+    assert left["status"] == "InProgress" and 2 <= left["files_done"] < n // part, left
+
+    with start_server(data, api_key=API_KEY, mode="subprocess", auto_resume=False) as again:
+        ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+        try:
+            page = ctx.new_page()
+            _open(page, again, "/console")
+            copy = page.locator("tr[data-key='copy']")
+            expect(copy.locator("td[data-label='Status'] .badge")).to_have_text("Initializing")
+            expect(copy.locator("td[data-label='Status']")).to_contain_text(job_id)
+            page.get_by_role("link", name="Jobs").first.click()
+            row = page.locator(f"tr[data-key='{job_id}']")
+            expect(row.locator(".badge")).to_have_text("Interrupted")
+            page.evaluate("window.notReloaded = true")
+            page.get_by_role("button", name=f"Resume job {job_id}").click()
+            expect(row.locator(".badge")).to_have_text("Completed", timeout=60_000)
+            assert page.evaluate("window.notReloaded") is True
+            page.get_by_role("link", name="Indexes").first.click()
+            expect(copy.locator("td[data-label='Status'] .badge")).to_have_text("Ready")
+            expect(copy.locator("li[data-ns='__default__'] .count")).to_have_text(f"{n:,}")
         finally:
             ctx.close()

@@ -24,12 +24,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--public-url", default=None)
     p.add_argument("--log-level", default="info")
     p.add_argument("--no-access-log", action="store_true")
+    p.add_argument("--no-resume", action="store_true", help="leave jobs a previous run left unfinished Interrupted")
     args = p.parse_args(argv)
     try:
         run_server(args.data, host=args.host, port=args.port,
                    api_key=os.environ.get(args.api_key_env) or None,
                    allow_remote=args.allow_remote, public_url=args.public_url, log_level=args.log_level,
-                   access_log=not args.no_access_log)
+                   access_log=not args.no_access_log, auto_resume=not args.no_resume)
     except SpruceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
