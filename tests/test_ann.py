@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 import spruce
 from selective_reference import FILTERS, make_records, ref_match
+from spruce.engine import catalog
 from spruce.engine.postings import Postings
 from spruce.filters import compile_filter
 from spruce.records import RecordBatch
@@ -164,10 +165,17 @@ def test_reopen_maps_the_sealed_files_and_keeps_the_graph(tmp_path: Path) -> Non
     assert state["namespaces"][""]["rows"] == 3000 and state["namespaces"][""]["graph"]["rows"] == 3000
     c = spruce.Client(tmp_path / "data")
     idx = c.Index("v")
+    # counts without SQLite's count(*): the state committed at the current write sequence has them
+    assert idx._index.vector_files.live_counts(state["seq"]) == {"": 3000}
+    assert idx.describe_index_stats().total_vector_count == 3000 and not idx._index.loaded
+    assert catalog.namespace_counts(tmp_path / "data", "v") == {"": 3000}
     idx.query(vector=vecs[7].tolist(), top_k=5)
     assert idx._index._committed_seq == state["seq"]  # loaded from the files, not from SQLite
     assert idx.search_status()[""]["mode"] == "ann"  # no rebuild needed
     assert [m.id for m in idx.query(vector=vecs[7].tolist(), top_k=5).matches] == before
+    idx.upsert([("new", vecs[0].tolist())])  # the state is now one write behind: SQLite counts
+    assert idx._index.vector_files.live_counts(state["seq"] + 1) is None
+    assert catalog.namespace_counts(tmp_path / "data", "v") == {"": 3001}
     c.close()
 
 

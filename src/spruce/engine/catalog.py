@@ -65,6 +65,20 @@ def model(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def namespace_counts(root: Path, name: str) -> dict[str, int]:
-    """Records per namespace with at least one (describe_index_stats' counts, unfiltered)."""
-    with _connect(root / "indexes" / name / "index.db") as conn:
+    """Records per namespace with at least one (describe_index_stats' counts, unfiltered).
+
+    From the sealed files' state (engine/persist.py) when it was committed at the index's
+    current write sequence, which makes its counts SQLite's; else SQLite's count(*), which
+    reads every id (200 ms at 1M records)."""
+    folder = root / "indexes" / name
+    with _connect(folder / "index.db") as conn:
+        row = conn.execute("SELECT value FROM config WHERE key = 'seq'").fetchone()
+        seq = int(row[0]) if row else 0
+        try:
+            state = json.loads((folder / "vectors" / "state.json").read_bytes())
+            if state.get("seq") == seq:
+                counts = {ns: int(ent["live"]) for ns, ent in state["namespaces"].items()}
+                return {ns: n for ns, n in sorted(counts.items()) if n}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
         return {ns: n for ns, n in conn.execute("SELECT ns, count(*) FROM records GROUP BY ns ORDER BY ns") if n}

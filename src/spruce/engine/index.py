@@ -723,8 +723,7 @@ class Index(NamespaceOps, BackupOps, IndexingOps):
         flt = compile_filter(filter)
         if flt.matches_all and not self._loaded:
             # counts come from the store: opening stats must not load every vector into memory
-            self._check_open()
-            counts = store.namespace_counts(self._reader())
+            counts = self.stored_counts()
         else:
             self._ensure_loaded()
             with self._rw.read():

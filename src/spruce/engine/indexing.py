@@ -50,17 +50,19 @@ class IndexingOps:
         self._ensure_loaded()  # type: ignore[attr-defined]
 
     def stored_counts(self) -> dict[str, int]:
-        """Records per namespace from SQLite's id index: no vector is read."""
+        """Records per namespace, reading no vector: from the committed files' state when it is
+        at SQLite's current write sequence, else from SQLite's id index."""
         self._check_open()  # type: ignore[attr-defined]
-        return store.namespace_counts(self._reader())  # type: ignore[attr-defined]
+        conn = self._reader()  # type: ignore[attr-defined]
+        counts = self.vector_files.live_counts(store.read_seq(conn))  # the state of that moment
+        return counts if counts is not None else store.namespace_counts(conn)
 
     def _load_namespaces(self) -> dict[str, NamespaceData]:
         """From the sealed files when they equal SQLite now; otherwise rebuilt from SQLite (and
         the files forgotten, to be sealed again in the background)."""
         conn = self._conn  # type: ignore[attr-defined]
         seq = store.read_seq(conn)
-        counts = store.namespace_counts(conn)
-        loaded = self.vector_files.load(seq, counts)
+        loaded = self.vector_files.load(seq)
         if loaded is not None:
             state = self.vector_files.read_state() or {}
             for ns, data in loaded.items():
@@ -72,7 +74,7 @@ class IndexingOps:
         self.vector_files.reset()
         dim = self._config.dimension  # type: ignore[attr-defined]
         out: dict[str, NamespaceData] = {}
-        for ns in counts:
+        for ns in store.namespace_counts(conn):
             data = NamespaceData(dim)
             for batch in store.iter_namespace(conn, ns, dim, 10_000):
                 data.put(batch.ids, batch.values, batch.sparse, batch.metadata)

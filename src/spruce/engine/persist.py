@@ -94,23 +94,33 @@ class VectorFiles:
             return None
         return state if isinstance(state, dict) and state.get("format") == FORMAT else None
 
-    def load(self, seq: int, counts: Mapping[str, int]) -> dict[str, NamespaceData] | None:
+    def live_counts(self, seq: int) -> dict[str, int] | None:
+        """Records per namespace as committed at write sequence ``seq``, or None if the files
+        are not at ``seq``. Every write transaction bumps the sequence, so at an equal
+        sequence these are SQLite's counts, without its count(*) over every id (200 ms at 1M)."""
+        state = self.read_state()
+        if state is None or state.get("seq") != seq:
+            return None
+        try:
+            return {ns: int(ent["live"]) for ns, ent in state.get("namespaces", {}).items()}
+        except (KeyError, TypeError, ValueError):
+            return None  # a state written before counts were kept: SQLite counts instead
+
+    def load(self, seq: int) -> dict[str, NamespaceData] | None:
         """The namespaces as sealed at write sequence ``seq``, or None if the files are missing,
-        stale or disagree with SQLite's ``counts`` (the caller then rebuilds from SQLite)."""
+        stale, or disagree with their own state (the caller then rebuilds from SQLite)."""
         state = self.read_state()
         if state is None or state.get("seq") != seq or state.get("dimension") != self.dimension:
             return None
         entries: dict[str, Any] = state.get("namespaces", {})
-        if set(entries) != {ns for ns, c in counts.items() if c}:
-            return None
         out: dict[str, NamespaceData] = {}
         try:
             for ns, ent in entries.items():
                 data = self._load_ns(ns, ent)
-                if data is None or len(data) != counts.get(ns):
+                if data is None or len(data) != ent["live"]:
                     return None
                 out[ns] = data
-        except (OSError, ValueError, orjson.JSONDecodeError):
+        except (OSError, ValueError, KeyError, TypeError, orjson.JSONDecodeError):
             return None
         return out
 
@@ -213,7 +223,7 @@ class VectorFiles:
             d = self.ns_dir(ns)
             dead_name = f"dead-{seq}.i64"
             _fsync_write(d / dead_name, np.flatnonzero(~data.alive).astype("<i8").tobytes())
-            ent: dict[str, Any] = {"rows": data.nrows, "sizes": {k: v for k, v in data.sealed.items()
+            ent: dict[str, Any] = {"rows": data.nrows, "live": len(data), "sizes": {k: v for k, v in data.sealed.items()
                                                                  if k in FILES}, "dead": dead_name}
             if data.graph is not None:
                 ent["graph"] = {"file": data.graph.path.name, "rows": data.graph.rows}
