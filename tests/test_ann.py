@@ -332,3 +332,24 @@ def test_rest_query_exact_and_search_mode(built: Any) -> None:
         got = httpx.post(f"{srv.index_host('v')}/query", json=body, headers=h).json()
         assert got["matches"][0]["id"] == "r5"
         assert httpx.post(f"{srv.index_host('v')}/query", json={**body, "exact": "yes"}, headers=h).status_code == 400
+
+
+def test_a_state_from_before_counts_were_kept_still_loads(tmp_path: Path) -> None:
+    """Files committed by an older spruce (no "live" counts in state.json) are checked against
+    SQLite's counts instead, and served: an upgrade does not cost a rebuild of every graph."""
+    c = spruce.Client(tmp_path / "data")
+    c.create_index(name="v", dimension=DIM, metric="cosine")
+    load(c.Index("v"), clustered(2000, 6))
+    assert c.Index("v").wait_for_index(120)
+    c.close()
+    path = tmp_path / "data" / "indexes" / "v" / "vectors" / "state.json"
+    state = json.loads(path.read_text())
+    for ent in state["namespaces"].values():
+        del ent["live"]
+    path.write_text(json.dumps(state))
+    c = spruce.Client(tmp_path / "data")
+    idx = c.Index("v")
+    assert idx.describe_index_stats().total_vector_count == 2000  # SQLite's count(*), as before
+    idx.query(vector=clustered(1, 7)[0].tolist(), top_k=3)
+    assert idx._index._committed_seq == state["seq"] and idx.search_status()[""]["mode"] == "ann"
+    c.close()

@@ -62,7 +62,7 @@ class IndexingOps:
         the files forgotten, to be sealed again in the background)."""
         conn = self._conn  # type: ignore[attr-defined]
         seq = store.read_seq(conn)
-        loaded = self.vector_files.load(seq)
+        loaded = self.vector_files.load(seq, lambda: store.namespace_counts(conn))
         if loaded is not None:
             state = self.vector_files.read_state() or {}
             for ns, data in loaded.items():
@@ -74,8 +74,9 @@ class IndexingOps:
         self.vector_files.reset()
         dim = self._config.dimension  # type: ignore[attr-defined]
         out: dict[str, NamespaceData] = {}
-        for ns in store.namespace_counts(conn):
+        for ns, count in store.namespace_counts(conn).items():
             data = NamespaceData(dim)
+            data.reserve(count)
             for batch in store.iter_namespace(conn, ns, dim, 10_000):
                 data.put(batch.ids, batch.values, batch.sparse, batch.metadata)
             out[ns] = data

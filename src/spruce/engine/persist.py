@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -106,18 +106,24 @@ class VectorFiles:
         except (KeyError, TypeError, ValueError):
             return None  # a state written before counts were kept: SQLite counts instead
 
-    def load(self, seq: int) -> dict[str, NamespaceData] | None:
+    def load(self, seq: int, sqlite_counts: Callable[[], Mapping[str, int]]) -> dict[str, NamespaceData] | None:
         """The namespaces as sealed at write sequence ``seq``, or None if the files are missing,
-        stale, or disagree with their own state (the caller then rebuilds from SQLite)."""
+        stale, or disagree with their own state (the caller then rebuilds from SQLite).
+        ``sqlite_counts`` is asked only of a state written before counts were kept in it."""
         state = self.read_state()
         if state is None or state.get("seq") != seq or state.get("dimension") != self.dimension:
             return None
         entries: dict[str, Any] = state.get("namespaces", {})
+        counts: Mapping[str, int] | None = None
+        if not all("live" in ent for ent in entries.values()):
+            counts = sqlite_counts()
+            if set(entries) != {ns for ns, c in counts.items() if c}:
+                return None
         out: dict[str, NamespaceData] = {}
         try:
             for ns, ent in entries.items():
                 data = self._load_ns(ns, ent)
-                if data is None or len(data) != ent["live"]:
+                if data is None or len(data) != (ent["live"] if counts is None else counts.get(ns)):
                     return None
                 out[ns] = data
         except (OSError, ValueError, KeyError, TypeError, orjson.JSONDecodeError):
