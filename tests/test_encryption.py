@@ -408,7 +408,7 @@ def test_stream_primitives(tmp_path) -> None:
         with pytest.raises(SegmentAuthError):  # and to its archive
             decrypt_bytes(master, os.urandom(16), "x/part-00000.jsonl", ct, segment_size=SEG)
         with pytest.raises(SegmentAuthError):  # the header is authenticated (its salt, its prefix)
-            decrypt_bytes(master, nonce, "x/part-00000.jsonl", ct[:HEADER_BYTES - 1] + b"\0" + ct[HEADER_BYTES:],
+            decrypt_bytes(master, nonce, "x/part-00000.jsonl", ct[:HEADER_BYTES - 1] + bytes([ct[HEADER_BYTES - 1] ^ 0xFF]) + ct[HEADER_BYTES:],
                           segment_size=SEG)
         for cut in {len(ct) - 1, HEADER_BYTES + SEG + TAG_BYTES, HEADER_BYTES, HEADER_BYTES - 1} - {len(ct)}:
             if cut < len(ct):

@@ -25,7 +25,8 @@ from spruce.records import SparseValues
 MAX_ANN_TOP_K = 256
 #: a filter matching at most this many records is scanned exactly
 FILTER_EXACT_ROWS = 2048
-#: candidates asked of the graph: at least this many, and twice top_k
+#: candidates asked of the graph: at least this many (or the graph's own, larger for large
+#: graphs: ann.Graph.candidates), and twice top_k
 MIN_CANDIDATES = 64
 MAX_CANDIDATES = 4096
 
@@ -47,7 +48,7 @@ def run(data: NamespaceData, q_dense: np.ndarray | None, q_sparse: SparseValues 
 def _ann(data: NamespaceData, graph: Any, q: np.ndarray, metric: str, top_k: int,
          mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
     n, covered = data.nrows, graph.rows
-    want = max(2 * top_k, MIN_CANDIDATES)
+    want = max(2 * top_k, MIN_CANDIDATES, graph.candidates)
     live = data.alive if mask is None else mask
     matching = len(data) if mask is None else int(np.count_nonzero(mask))
     if mask is not None:
