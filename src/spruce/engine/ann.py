@@ -99,6 +99,7 @@ class Builder:
         self.ann_min, self.quiet = settings()
         self._wake = threading.Event()
         self._stop = False
+        self._stopping = threading.Event()
         self._proc: subprocess.Popen[bytes] | None = None
         self._counter = 0
         self.busy = False
@@ -110,6 +111,7 @@ class Builder:
 
     def close(self) -> None:
         self._stop = True
+        self._stopping.set()
         proc = self._proc
         if proc is not None and proc.poll() is None:
             proc.kill()
@@ -126,7 +128,7 @@ class Builder:
             rest = self.quiet - (time.monotonic() - self._index.last_write_at)
             if rest > 0:
                 idle = False
-                time.sleep(min(rest, self.quiet))
+                self._stopping.wait(min(rest, self.quiet))  # close() must not wait out the quiet time
                 continue
             try:
                 self.busy = True
@@ -136,7 +138,7 @@ class Builder:
                     return
                 log.warning("background indexing of %s failed: %s", self._index.name, exc)
                 idle = False
-                time.sleep(self.quiet)
+                self._stopping.wait(self.quiet)
             finally:
                 self.busy = False
 
