@@ -16,7 +16,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +24,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from serverutil import start_server
+from serverutil import start_server, wait_job
 
 CHROMIUM = "/usr/bin/chromium"
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 API_KEY = "console-bench-key"
-TERMINAL = ("Completed", "Failed", "Cancelled", "Superseded")
 FCP_JS = ("() => (performance.getEntriesByType('paint').find(e => e.name === 'first-contentful-paint') || {})"
           ".startTime")
 
@@ -52,14 +50,6 @@ def seed(data_dir: Path, big: int = 40_000) -> None:
                     idx.upsert([{"id": f"{ns or 'd'}-{i:06d}", "values": x[i], "metadata": {"i": i}}
                                 for i in range(start, min(n, start + 5000))], namespace=ns)
 
-
-def wait_job(http: httpx.Client, job_id: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        j = http.get(f"/jobs/{job_id}").json()
-        if j["status"] in TERMINAL or time.monotonic() > deadline:
-            return j
-        time.sleep(0.05)
 
 
 def launch(playwright: Any) -> Any:

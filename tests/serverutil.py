@@ -152,3 +152,18 @@ def _start_subprocess(data_dir: Path, *, api_key: str | None, public_url: str | 
         proc.kill()
         proc.wait()
     raise RuntimeError("spruce server subprocess did not start")
+
+
+#: job states a job never leaves
+TERMINAL = ("Completed", "Failed", "Cancelled", "Superseded")
+
+
+def wait_job(http: Any, job_id: str, timeout: float = 60) -> dict[str, Any]:
+    """Poll ``GET /jobs/{id}`` (``http``: an httpx.Client on the server, with the key) until the
+    job ends or ``timeout`` passes; returns its last state."""
+    deadline = time.monotonic() + timeout
+    while True:
+        j = http.get(f"/jobs/{job_id}").json()
+        if j["status"] in TERMINAL or time.monotonic() > deadline:
+            return j
+        time.sleep(0.05)

@@ -23,13 +23,12 @@ import httpx
 import numpy as np
 import pytest
 
-from serverutil import RunningServer, start_server
+from serverutil import RunningServer, start_server, wait_job
 
 API_KEY = "console-" + uuid.uuid4().hex[:12]
 CHROMIUM = "/usr/bin/chromium"
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-TERMINAL = ("Completed", "Failed", "Cancelled", "Superseded")
 BIG = 40_000  # records of index "big": an export of it in parts of 5 records runs long enough to cancel
 FCP_JS = ("() => (performance.getEntriesByType('paint').find(e => e.name === 'first-contentful-paint') || {})"
           ".startTime")
@@ -69,26 +68,18 @@ def http(server: RunningServer) -> Iterator[httpx.Client]:
         yield client
 
 
-def _wait(http: httpx.Client, job_id: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        j = http.get(f"/jobs/{job_id}").json()
-        if j["status"] in TERMINAL or time.monotonic() > deadline:
-            return j
-        time.sleep(0.05)
-
 
 @pytest.fixture(scope="module")
 def finished_jobs(http: httpx.Client, data_dir: Path) -> dict[str, str]:
     """A completed export, and a restore that failed (a damaged part) with a long error."""
     done = http.post("/index/films/bulk/exports", json={"uri": "films-seed"}).json()["id"]
-    assert _wait(http, done)["status"] == "Completed"
+    assert wait_job(http, done)["status"] == "Completed"
     damaged = http.post("/index/films/bulk/exports", json={"uri": "films-damaged"}).json()["id"]
-    _wait(http, damaged)
+    wait_job(http, damaged)
     next((data_dir / "exports" / "films-damaged").rglob("part-*")).write_bytes(b"not the bytes it had")
     restore = {"uri": "films-damaged", "createIndex": True}
     failed = http.post("/index/films-copy/bulk/imports", json=restore).json()
-    assert _wait(http, failed["id"])["status"] == "Failed"
+    assert wait_job(http, failed["id"])["status"] == "Failed"
     return {"export": done, "failed": failed["id"]}
 
 
